@@ -1,0 +1,88 @@
+"""Run modes: one environment variable, ``COURSE_MODE``, sets the budget of every lab.
+
+- ``smoke``: tiny subsets, a whole notebook in well under a minute (CI).
+- ``laptop``: minutes per lab on a CPU, with targets a CPU honestly reaches.
+- ``full``: the original protocol, meant for a GPU.
+
+Without ``COURSE_MODE`` the mode follows the hardware: ``full`` when CUDA is
+available, ``laptop`` otherwise. ``COURSE_DATA_DIR`` names an offline dataset
+mirror and ``COURSE_CACHE_DIR`` the folder for decoded datasets.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+MODES = ("smoke", "laptop", "full")
+MODE_VAR = "COURSE_MODE"
+DATA_VAR = "COURSE_DATA_DIR"
+CACHE_VAR = "COURSE_CACHE_DIR"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A course setting (environment variable) has a value we cannot use."""
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def current_mode() -> str:
+    """The run mode: ``COURSE_MODE`` if set, else ``full`` on CUDA and ``laptop`` otherwise."""
+    value = os.environ.get(MODE_VAR, "").strip().lower()
+    if not value:
+        return "full" if _cuda_available() else "laptop"
+    if value not in MODES:
+        raise ConfigError(
+            f"{MODE_VAR}={os.environ[MODE_VAR]!r} is not a run mode; "
+            f"use one of {', '.join(MODES)} (or unset it to choose by hardware)."
+        )
+    return value
+
+
+def mode_source() -> str:
+    """Where the mode came from, in words (for the doctor and notebook banners)."""
+    if os.environ.get(MODE_VAR, "").strip():
+        return f"set by {MODE_VAR}"
+    return "default: CUDA GPU found" if _cuda_available() else "default: no CUDA GPU"
+
+
+def by_mode(*, smoke: T, laptop: T, full: T, mode: str | None = None) -> T:
+    """Pick the value for the current (or given) mode: ``by_mode(smoke=1, laptop=5, full=10)``."""
+    mode = mode or current_mode()
+    if mode not in MODES:
+        raise ConfigError(f"unknown run mode {mode!r}; use one of {', '.join(MODES)}.")
+    return {"smoke": smoke, "laptop": laptop, "full": full}[mode]
+
+
+def data_dir() -> Path | None:
+    """The offline mirror named by ``COURSE_DATA_DIR``, or None when unset."""
+    value = os.environ.get(DATA_VAR, "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(
+            f"{DATA_VAR}={value!r} is not a folder. Point it at the dataset mirror "
+            f"(the folder holding MNIST/raw/ and cifar10-jpeg.tar.gz), or unset it "
+            f"to download the datasets with torchvision."
+        )
+    return path
+
+
+def cache_dir() -> Path:
+    """Folder for decoded datasets: ``COURSE_CACHE_DIR`` or ``~/.cache/course_kit``."""
+    value = os.environ.get(CACHE_VAR, "").strip()
+    base = Path(value).expanduser() if value else Path.home() / ".cache" / "course_kit"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def banner() -> str:
+    """One line for the top of a notebook: the mode and where it came from."""
+    return f"run mode: {current_mode()} ({mode_source()})"
