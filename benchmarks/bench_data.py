@@ -1,0 +1,64 @@
+"""Benchmark: course_utils' in-memory loaders versus the per-sample torchvision pipeline.
+
+Prints, on this machine:
+- seconds for one MNIST training epoch (batch 64, a 2-layer MLP) through
+  course_utils loaders and through torchvision ``MNIST`` + ``ToTensor``, and the ratio;
+- the first load of CIFAR-10 from the JPEG mirror into an empty cache, and a later load.
+
+Usage: COURSE_DATA_DIR=../shared/data python benchmarks/bench_data.py
+(run it on an otherwise idle machine, e.g. under ``flock /tmp/coursekit-cpu.lock``).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from course_utils import data, modes, training
+
+
+def one_epoch(loader) -> tuple[float, float]:
+    """Seconds and final accuracy of one SGD epoch of a 784-256-10 MLP over ``loader``."""
+    training.seed_everything(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    start = time.perf_counter()
+    history = training.train(model, loader, opt, epochs=1, progress=False)
+    return time.perf_counter() - start, history.epochs[0]["train_acc"]
+
+
+def main() -> None:
+    mirror = modes.data_dir()
+    if mirror is None:
+        raise SystemExit("set COURSE_DATA_DIR to the offline mirror (the torchvision baseline reads its MNIST files)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+
+    ours = data.make_loader(data.mnist().train, 64, shuffle=True)
+    ours_s, ours_acc = one_epoch(ours)
+
+    from torchvision import datasets, transforms
+    baseline_ds = datasets.MNIST(str(mirror), train=True, download=False, transform=transforms.ToTensor())
+    baseline = DataLoader(baseline_ds, batch_size=64, shuffle=True)
+    base_s, base_acc = one_epoch(baseline)
+    print(f"MNIST epoch, course_utils loader : {ours_s:6.2f} s (train acc {ours_acc:.3f})")
+    print(f"MNIST epoch, torchvision+ToTensor: {base_s:6.2f} s (train acc {base_acc:.3f})")
+    print(f"speed-up: {base_s / ours_s:.1f}x (target: at least 10x)")
+
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ[modes.CACHE_VAR] = cache
+        start = time.perf_counter()
+        data.load_arrays("cifar10")
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        data.load_arrays("cifar10")
+        later = time.perf_counter() - start
+    print(f"CIFAR-10 first load from the JPEG mirror: {first:5.1f} s (target < 20 s)")
+    print(f"CIFAR-10 later load from the cache     : {later:5.2f} s (target < 2 s)")
+
+
+if __name__ == "__main__":
+    main()

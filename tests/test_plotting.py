@@ -1,0 +1,85 @@
+"""course_utils.plotting renders headless (Agg) and draws what it says."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from course_utils import data, plotting
+from course_utils.training import History
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _history(values):
+    h = History()
+    h.steps = [{"epoch": 1, "step": i, "loss": v, "acc": 1 - v, "time": i} for i, v in enumerate(values)]
+    return h
+
+
+def test_image_grid_titles_with_class_names():
+    splits = data.cifar10(n_train=10, n_test=10)
+    x, y = splits.train.tensors
+    fig = plotting.image_grid(x, y, splits.classes, ncols=5)
+    assert isinstance(fig, Figure)
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 10
+    assert [ax.get_title() for ax in images] == [splits.classes[int(i)] for i in y]
+    fig.canvas.draw()
+
+
+def test_image_grid_undoes_normalisation_and_handles_grayscale():
+    splits = data.mnist(n_train=3, n_test=3, normalize=True)
+    x, y = splits.train.tensors
+    fig = plotting.image_grid(x, y, ncols=8, mean=data.MNIST_MEAN, std=data.MNIST_STD)
+    shown = fig.axes[0].images[0].get_array()
+    raw = data.mnist(n_train=3, n_test=3).train.tensors[0][0, 0].numpy()
+    assert np.allclose(shown, raw, atol=1e-5)
+    assert len(fig.axes) == 3
+
+
+def test_smoothing_reduces_noise_and_copes_with_short_series():
+    rng = np.random.default_rng(0)
+    noisy = np.linspace(1, 0, 300) + rng.normal(0, 0.2, 300)
+    smooth = plotting.smooth(noisy, 51)
+    assert np.std(np.diff(smooth)) < np.std(np.diff(noisy)) / 5
+    assert np.allclose(plotting.smooth([1.0, 2.0], 51), [1.0, 2.0])
+    assert len(plotting.smooth(list(range(10)), 51)) == 10
+
+
+def test_training_curves_for_several_runs_share_axes():
+    runs = {"logistic": _history(np.linspace(2, 0.5, 100)), "mlp": _history(np.linspace(2, 0.1, 100))}
+    fig = plotting.training_curves(runs)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["logistic", "mlp"]
+        assert len(ax.lines) == 4  # raw + smoothed per run
+    assert plotting.training_curves(runs["mlp"], keys=("loss",)).axes[0].get_ylabel() == "training loss"
+
+
+def test_pca_scatter_colours_by_label():
+    splits = data.mnist(n_train=0, n_test=600)
+    x, y = splits.test.tensors
+    fig = plotting.pca_scatter(x, y, splits.classes, title="pixels")
+    ax = fig.axes[0]
+    assert ax.get_title() == "pixels"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [c for c in splits.classes if int(c) in set(y.tolist())]
+    offsets = ax.collections[0].get_offsets()
+    assert len(offsets) == 600 and np.isfinite(offsets).all()
+
+
+def test_reconstruction_and_interpolation_strips():
+    x = data.cifar10(n_train=0, n_test=8).test.tensors[0]
+    fig = plotting.reconstructions(x, x.flip(-1), n=6)
+    assert sum(1 for ax in fig.axes if ax.images) == 12
+    steps = torch.stack([x[0] * (1 - t) + x[1] * t for t in torch.linspace(0, 1, 7)])
+    fig = plotting.interpolation_strips({"pixel space": steps, "latent space": steps[:5]})
+    assert sum(1 for ax in fig.axes if ax.images) == 12
+    assert fig.axes[0].get_ylabel() == "pixel space"
