@@ -28,3 +28,31 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.pt"
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# ---------------------------------------------------------------- grading (python autograde/grade.py autograde)
+# Hidden tests grade in ONE run mode, set here (not by the student's notebook): `laptop` by
+# default, so accuracy checks retrain on the CPU within a few minutes with the targets the
+# notebooks state; COURSE_GRADING_MODE=full on a GPU machine, CI and the tests use smoke.
+GRADING_MODE = os.environ.get("COURSE_GRADING_MODE", "").strip().lower() or "laptop"
+# Seconds for one cell, and for one whole submission (grade.py stops it and reports an error).
+LIMITS = {"smoke": (300, 900), "laptop": (900, 2700), "full": (3600, 4 * 3600)}
+if GRADING_MODE not in LIMITS:
+    raise ValueError(f"COURSE_GRADING_MODE={GRADING_MODE!r}: use one of {', '.join(LIMITS)}")
+# The kernels nbgrader starts inherit its environment, so they run in the grading mode.
+os.environ["COURSE_MODE"] = GRADING_MODE
+c.CourseGrading.mode = GRADING_MODE
+c.CourseGrading.submission_timeout = LIMITS[GRADING_MODE][1]
+# A cell past its limit is interrupted and marked CellTimeoutError; the notebook goes on,
+# so an endless loop costs that item, not the submission or the batch.
+c.Execute.timeout = LIMITS[GRADING_MODE][0]
+c.Execute.interrupt_on_timeout = True
+# After a reply, wait this long for the cell's last output (nbclient's 4 s is short on a busy CPU).
+c.Execute.iopub_timeout = 20
+# A test cell the student deleted is put back (and graded); edited ones are restored anyway.
+c.OverwriteCells.add_missing_cells = True
+# Feedback shows each test's result and message but not the hidden test code.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

@@ -57,3 +57,31 @@ def test_accuracy(
 
 
 test_accuracy.__test__ = False  # not a pytest test, despite the name
+
+
+def test_reconstruction_error(
+    model: nn.Module,
+    dataset: str,
+    *,
+    n_test: int | None = None,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> float:
+    """Mean over test images of the summed squared error ``||model(x) - x||^2`` (pixels in [0, 1]).
+
+    For autoencoders: the test split is reloaded here, unnormalised, like :func:`test_accuracy`.
+    """
+    if not isinstance(model, nn.Module):
+        raise AssertionError(f"expected a trained torch.nn.Module, got {type(model).__name__}")
+    test = course_data.load_splits(dataset, n_train=0, n_test=n_test, seed=seed).test
+
+    def per_image_sse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if out.shape != target.shape:
+            raise AssertionError(f"reconstructions: expected shape {tuple(target.shape)}, got {tuple(out.shape)}")
+        return (out - target).pow(2).sum() / target.shape[0]
+
+    loader = course_data.make_loader(test, batch_size)
+    return evaluate(model, loader, loss_fn=per_image_sse, reconstruct=True)["loss"]
+
+
+test_reconstruction_error.__test__ = False  # not a pytest test, despite the name

@@ -164,3 +164,100 @@ def interpolation_strips(rows: Mapping[str, torch.Tensor], *, size: float = 1.2)
         axes[r, 0].set_ylabel(name, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def compare_runs(results: Mapping[str, Sequence[float]], *, xlabel: str = "test accuracy") -> Figure:
+    """Rank models scored over repeated runs: mean ± std (sample) per model, best on top, every run a dot.
+
+    ``results`` maps a model name to one score per run, e.g. ``{"vanilla": [0.61, 0.60], ...}``;
+    scores in [0, 1] are shown as percentages.
+    """
+    if not results or any(len(scores) == 0 for scores in results.values()):
+        empty = [name for name, scores in results.items() if len(scores) == 0]
+        raise ValueError(f"compare_runs needs at least one score per model; no scores for {empty or 'any model'}")
+    names = sorted(results, key=lambda name: float(np.mean(results[name])), reverse=True)
+    fig, ax = plt.subplots(figsize=(6.5, 0.55 * len(names) + 1.4))
+    colors = sns.color_palette("tab10", len(names))
+    for rank, (name, color) in enumerate(zip(names, colors)):
+        scores = np.asarray(results[name], dtype=float)
+        std = scores.std(ddof=1) if len(scores) > 1 else 0.0
+        ax.scatter(scores, np.full(len(scores), rank), color=color, alpha=0.45, s=22, zorder=2)
+        ax.errorbar(scores.mean(), rank, xerr=std, fmt="D", color=color, capsize=5, markersize=7, zorder=3)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{xlabel} (diamond: mean ± std, dots: runs)")
+    if all(0.0 <= s <= 1.0 for scores in results.values() for s in scores):
+        from matplotlib.ticker import PercentFormatter
+
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def attention_weights(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Head-averaged weights of every ``nn.MultiheadAttention`` in ``model`` when it reads ``x``.
+
+    Runs ``model(x)`` once in eval mode and returns one (B, L, S) tensor per
+    attention call, in call order: row ``t`` holds how much query ``t``
+    attends to each key. Works whatever layout the layers use
+    (``batch_first`` or not) and even if the model asks for no weights.
+    """
+    import inspect
+
+    captured: list[torch.Tensor] = []
+
+    def hook(module, args, kwargs, output):
+        call = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+        call.update(need_weights=True, average_attn_weights=True)
+        captured.append(module.forward(**call)[1].detach().cpu())  # .forward: no hooks, no recursion
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no nn.MultiheadAttention layer to read weights from")
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def attention_maps(maps: Mapping[str, torch.Tensor], *, image: torch.Tensor | None = None,
+                   size: float = 2.8, label: str = "row") -> Figure:
+    """Heatmaps of named (L, S) attention matrices side by side (queries down, keys across).
+
+    With ``image`` (C, H, W) the input is drawn first, so that with one
+    sequence element per image row the heatmap rows line up with the image's.
+    All maps share one colour scale.
+    """
+    if not maps:
+        raise ValueError("attention_maps needs at least one (L, S) matrix")
+    arrays = {name: w.detach().float().cpu().numpy() for name, w in maps.items()}
+    bad = {name: a.shape for name, a in arrays.items() if a.ndim != 2}
+    if bad:
+        raise ValueError(f"attention_maps expects (L, S) matrices, one per map; got shapes {bad}")
+    panels = len(arrays) + (image is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(size * panels + 0.8, size + 0.4), squeeze=False,
+                             layout="constrained")
+    axes = list(axes[0])
+    if image is not None:
+        _show(axes[0], image)
+        axes[0].set_title("input", fontsize=9)
+        axes = axes[1:]
+    vmax = max(float(a.max()) for a in arrays.values())
+    for ax, (name, array) in zip(axes, arrays.items()):
+        step = max(1, max(array.shape) // 4)
+        sns.heatmap(array, ax=ax, vmin=0.0, vmax=vmax, cmap="viridis", square=True, cbar=False,
+                    xticklabels=step, yticklabels=step)
+        ax.tick_params(labelsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"key {label}", fontsize=8)
+        ax.set_ylabel(f"query {label}", fontsize=8)
+    fig.colorbar(axes[-1].collections[0], ax=axes, shrink=0.85, label="attention weight")
+    return fig

@@ -10,6 +10,15 @@ import pytest
 
 matplotlib.use("Agg")
 
+# pytest-xdist runs one worker per core, and each worker starts notebook kernels and
+# grading processes. PyTorch's default of one thread per core would then put several
+# spinning OpenMP threads on each core, which slows training 10-100x on a 2-core
+# machine. One thread per process keeps the cores busy without thrashing; kernels
+# and subprocesses inherit the setting.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -1,0 +1,115 @@
+"""Temporary courses and synthetic submissions for testing the grading pipeline.
+
+Used by tests/test_autograde*.py; also handy for a dry run before a real
+batch. Nothing here touches the repository's own autograde/ folders.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+from grade import REPO, Course
+
+TOY_LAB = "toy_lab"
+
+
+def copy_course(dest: Path, labs: list[str] | None = None, src: Path = REPO) -> Course:
+    """A course in ``dest`` with ``src``'s nbgrader config and the given labs' solutions/notebooks."""
+    (dest / "autograde").mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "autograde" / "nbgrader_config.py", dest / "autograde")
+    for lab in labs or []:
+        for top in ("solutions", "notebooks"):
+            if (src / top / lab).is_dir():
+                shutil.copytree(src / top / lab, dest / top / lab,
+                                ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    for top in ("solutions", "notebooks"):
+        (dest / top).mkdir(exist_ok=True)
+    return Course(dest)
+
+
+def _cell(kind: str, source: str, grade_id: str | None = None, **flags) -> NotebookNode:
+    cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
+    if grade_id:
+        meta = {"grade": False, "solution": False, "locked": False, **flags}
+        cell.metadata["nbgrader"] = {"schema_version": 3, "task": False, "grade_id": grade_id, **meta}
+    return cell
+
+
+def write_toy_lab(course: Course, lab: str = TOY_LAB) -> Path:
+    """A tiny nbgrader lab (two TODOs worth 1 and 2 points, no torch) under solutions/ for fast tests."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        _cell("markdown", "# Toy lab\nTwo small functions, each with a test."),
+        _cell("code", "import os\nprint('kernel mode:', os.environ.get('COURSE_MODE'))", "setup", locked=True),
+        _cell("code", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
+              "double", solution=True),
+        _cell("code", "assert double(2) == 4, f'double(2) should be 4, got {double(2)}'\n"
+                      "### BEGIN HIDDEN TESTS\nassert double(-3) == -6\n### END HIDDEN TESTS",
+              "test_double", grade=True, locked=True, points=1),
+        _cell("code", "def mean(values):\n    ### BEGIN SOLUTION\n    return sum(values) / len(values)\n"
+                      "    ### END SOLUTION", "mean", solution=True),
+        _cell("code", "assert mean([1, 2, 3]) == 2\n"
+                      "### BEGIN HIDDEN TESTS\nassert mean([0.5]) == 0.5, 'hidden: one value'\n"
+                      "### END HIDDEN TESTS", "test_mean", grade=True, locked=True, points=2),
+    ]
+    path = course.folder("source") / lab / f"{lab}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def read(path: Path) -> NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def notebooks(course: Course, lab: str) -> tuple[NotebookNode, NotebookNode]:
+    """(source, release) notebooks of ``lab``."""
+    return (read(course.folder("source") / lab / f"{lab}.ipynb"),
+            read(course.folder("release") / lab / f"{lab}.ipynb"))
+
+
+def hand_in(folder: Path, student: str, lab: str, nb: NotebookNode | str) -> Path:
+    """Write ``folder/<student>/<lab>/<lab>.ipynb`` (a notebook, or raw text for broken files)."""
+    path = folder / student / lab / f"{lab}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(nb if isinstance(nb, str) else nbformat.writes(nb))
+    return path
+
+
+def grade_id(cell: NotebookNode) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def is_test(cell: NotebookNode) -> bool:
+    """An autograded test cell (code, graded, not a solution)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and meta.get("grade") and not meta.get("solution")
+
+
+def is_todo(cell: NotebookNode) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("solution"))
+
+
+def item_scores(course: Course, lab: str, student: str) -> dict[str, tuple[float, float]]:
+    """``grade_id -> (auto_score, max_score)`` of the autograded (code) items, from the main gradebook."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.settings()["db_url"], course.settings()["course_id"]) as gb:
+        nb = gb.find_submission_notebook(lab, lab, student)
+        return {g.name: (g.auto_score, g.max_score) for g in nb.grades if g.cell.cell_type == "code"}
+
+
+def cell_errors(course: Course, lab: str, student: str) -> dict[str, str]:
+    """``grade_id -> last line of the error`` for every failing nbgrader cell of a graded notebook."""
+    path = course.folder("autograded") / student / lab / f"{lab}.ipynb"
+    out = {}
+    for cell in read(path).cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and grade_id(cell):
+                out[grade_id(cell)] = f"{output.get('ename')}: {output.get('evalue')}"[:300]
+    return out

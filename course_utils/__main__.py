@@ -1,0 +1,23 @@
+"""Command line of the course kit: ``python -m course_utils doctor``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; return its exit code."""
+    parser = argparse.ArgumentParser(prog="python -m course_utils", description="Course kit tools.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("doctor", help="check this environment for the labs; paste its output when asking for help")
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from .doctor import main as doctor
+
+        return doctor()
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""``python -m course_utils doctor``: what this environment will do with the labs, and what to fix.
+
+It prints a few lines a student can paste into a forum post (versions, device,
+run mode, where the datasets come from, nbgrader's Jupyter extensions), then
+one line per problem with its fix. The exit code is 1 when something would
+stop a lab (a ``PROBLEM`` line) and 0 otherwise (``WARNING`` lines do not
+stop a lab: a missing Validate button, versions other than the pinned ones).
+
+Nothing here imports torch at module level, so a broken or missing PyTorch is
+reported instead of crashing the doctor.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from . import modes
+
+REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
+INSTALL_FIX = "run `pip install -r requirements.txt` in the course folder (or `bash scripts/setup.sh`)"
+VALIDATE_SERVER_EXTENSION = "nbgrader.server_extensions.validate_assignment"
+VALIDATE_LAB_PLUGIN = "@jupyter/nbgrader:validate-assignment"
+
+
+@dataclass
+class Finding:
+    """Something to fix: ``problem`` stops a lab, ``warning`` does not."""
+
+    level: str
+    what: str
+    fix: str
+
+    def line(self) -> str:
+        return f"{self.level.upper()}: {self.what}. Fix: {self.fix}."
+
+
+@dataclass
+class Report:
+    """The doctor's facts (label, value) and findings, and how to print them."""
+
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, label: str, value: str) -> None:
+        self.facts.append((label, value))
+
+    def problem(self, what: str, fix: str) -> None:
+        self.findings.append(Finding("problem", what, fix))
+
+    def warning(self, what: str, fix: str) -> None:
+        self.findings.append(Finding("warning", what, fix))
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a finding would stop a lab, else 0."""
+        return int(any(f.level == "problem" for f in self.findings))
+
+    def render(self) -> str:
+        width = max(len(label) for label, _ in self.facts) if self.facts else 0
+        lines = ["course kit doctor"]
+        lines += [f"  {label:<{width}}  {value}" for label, value in self.facts]
+        lines += [f.line() for f in sorted(self.findings, key=lambda f: f.level != "problem")]
+        problems = sum(f.level == "problem" for f in self.findings)
+        warnings = len(self.findings) - problems
+        if problems:
+            lines.append(f"{problems} problem(s) would stop a lab: fix the PROBLEM lines above, then run the doctor again.")
+        elif warnings:
+            lines.append(f"ready for the labs, with {warnings} warning(s) above.")
+        else:
+            lines.append("ready for the labs: no problems found.")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- checks
+
+def pinned_versions(path: Path = REQUIREMENTS) -> dict[str, str]:
+    """``name -> version`` of the ``name==version`` lines in requirements.txt ({} when absent)."""
+    if not path.is_file():
+        return {}
+    pins = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;#]+)", line)
+        if match:
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_versions(report: Report, pins: dict[str, str]) -> bool:
+    """Python, torch and torchvision; returns whether torch can be imported."""
+    report.add("python", f"{platform.python_version()} ({sys.executable})")
+    report.add("platform", f"{platform.system()} {platform.release()} {platform.machine()}")
+    report.add("course_utils", f"{_installed('course-utils') or '?'} ({Path(__file__).resolve().parent})")
+    if sys.version_info < (3, 10):
+        report.problem(f"Python {platform.python_version()} is too old for the labs (3.10 or newer, 3.11 tested)",
+                       "create the environment with Python 3.11, e.g. `PYTHON=python3.11 bash scripts/setup.sh`")
+    torch_ok = True
+    for name in ("torch", "torchvision"):
+        version = _installed(name)
+        try:
+            version = __import__(name).__version__  # with its build tag, e.g. 2.14.1+cpu
+        except Exception as exc:  # a broken install raises more than ImportError
+            torch_ok = torch_ok and name != "torch"
+            state = "not installed" if version is None else f"{version}, but importing it fails ({exc})"
+            report.add(name, state)
+            report.problem(f"{name} is {state}", INSTALL_FIX)
+            continue
+        report.add(name, version or "unknown version")
+        pin = pins.get(name)
+        if pin and version and version.split("+")[0] != pin:
+            report.warning(f"{name} {version} is installed; the labs are tested with {name}=={pin}", INSTALL_FIX)
+    return torch_ok
+
+
+def check_device(report: Report) -> str | None:
+    """The device the labs will use (``training.get_device``), e.g. 'cuda'."""
+    import torch
+
+    from .training import get_device
+
+    device = get_device()
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        detail = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+    elif device.type == "mps":
+        detail = "Apple GPU"
+    else:
+        detail = f"no CUDA or MPS GPU; {torch.get_num_threads()} CPU threads"
+    report.add("device", f"{device.type} ({detail})")
+    return device.type
+
+
+def check_mode(report: Report, device: str | None) -> None:
+    """The run mode and where it came from; a bad COURSE_MODE stops every lab."""
+    try:
+        mode = modes.current_mode()
+    except modes.ConfigError:
+        value = os.environ.get(modes.MODE_VAR, "")
+        report.add("run mode", f"invalid: {modes.MODE_VAR}={value!r}")
+        report.problem(f"{modes.MODE_VAR}={value!r} is not a run mode, every lab stops at its setup cell",
+                       f"`export {modes.MODE_VAR}=laptop` (one of {', '.join(modes.MODES)}), "
+                       f"or `unset {modes.MODE_VAR}` to choose by hardware")
+        return
+    report.add("run mode", f"{mode} ({modes.mode_source()})")
+    if mode == "full" and device == "cpu":
+        report.warning("full mode on a CPU trains for hours per lab",
+                       f"`export {modes.MODE_VAR}=laptop` for CPU-sized runs")
+
+
+def _dataset_files(name: str) -> tuple[list[str], str]:
+    """Mirror files of ``name`` and the decoded-cache kind the loader writes from the mirror."""
+    from . import data
+
+    if name == "mnist":
+        return [f"MNIST/raw/{f}" for f in data.MNIST_FILES], "idx"
+    return [data.CIFAR10_ARCHIVE[0]], "jpeg"
+
+
+def check_dataset(report: Report, name: str, label: str, mirror: Path | None, cache: Path) -> None:
+    """Where ``name`` will be loaded from, in the loader's order (see course_utils.data)."""
+    from . import data
+
+    files, kind = _dataset_files(name)
+    if mirror is not None:
+        cached = cache / f"{name}-{kind}.pt"
+        if cached.is_file():
+            report.add(label, f"decoded cache {cached}")
+            return
+        try:
+            specs = data.MNIST_FILES if name == "mnist" else {data.CIFAR10_ARCHIVE[0]: data.CIFAR10_ARCHIVE[1:]}
+            for rel, (size, sha) in zip(files, specs.values()):
+                data._verify(mirror / rel, size, sha, "")
+        except data.DataError as exc:
+            report.add(label, f"damaged or missing in the mirror {mirror}")
+            report.problem(str(exc).strip(), f"restore the file in {mirror} (compare with its README), point "
+                           f"{modes.DATA_VAR} at an intact mirror, or unset it to download with torchvision")
+            return
+        report.add(label, f"mirror {mirror} (decoded into {cache} on first use)")
+        if not os.access(cache, os.W_OK):
+            report.problem(f"the cache folder {cache} is not writable, so {label} cannot be decoded",
+                           f"point {modes.CACHE_VAR} at a folder you can write to")
+        return
+    for kind in ("idx", "pickle", "jpeg"):
+        cached = cache / f"{name}-{kind}.pt"
+        if cached.is_file():
+            report.add(label, f"decoded cache {cached}")
+            return
+    report.add(label, f"not found yet: downloads with torchvision into {cache} on first use (needs internet)")
+    if not os.access(cache, os.W_OK):
+        report.problem(f"the cache folder {cache} is not writable, so {label} cannot be downloaded",
+                       f"point {modes.CACHE_VAR} at a folder you can write to")
+
+
+def check_data(report: Report) -> None:
+    """MNIST and CIFAR-10: mirror (COURSE_DATA_DIR), decoded cache, or download on first use."""
+    try:
+        mirror = modes.data_dir()
+    except modes.ConfigError:
+        value = os.environ.get(modes.DATA_VAR, "")
+        report.add("data", f"{modes.DATA_VAR}={value!r} is not a folder")
+        report.problem(f"{modes.DATA_VAR}={value!r} is not a folder, so no lab can load its data",
+                       f"point {modes.DATA_VAR} at the dataset mirror (the folder holding MNIST/raw/ and "
+                       f"cifar10-jpeg.tar.gz), or `unset {modes.DATA_VAR}` to download with torchvision")
+        return
+    try:
+        cache = modes.cache_dir()
+    except OSError as exc:
+        report.add("data", f"cache folder unusable ({exc})")
+        report.problem(f"the dataset cache folder cannot be created ({exc})",
+                       f"point {modes.CACHE_VAR} at a folder you can write to")
+        return
+    for name, label in (("mnist", "MNIST"), ("cifar10", "CIFAR-10")):
+        check_dataset(report, name, label, mirror, cache)
+
+
+def check_jupyter(report: Report) -> None:
+    """The Jupyter kernel, and nbgrader's Validate button (lab plugin + server extension)."""
+    if _installed("ipykernel") is None:
+        report.problem("ipykernel is not installed, so notebooks have no Python kernel", INSTALL_FIX)
+    nbgrader = _installed("nbgrader")
+    if nbgrader is None:
+        report.add("nbgrader", "not installed")
+        report.warning("nbgrader is not installed: no Validate button to check your work", INSTALL_FIX)
+        return
+    try:
+        from jupyter_core.paths import jupyter_config_path, jupyter_path
+        from jupyter_server.extension.config import ExtensionConfigManager
+        from jupyterlab_server.config import get_federated_extensions, get_page_config
+    except ImportError:
+        report.add("nbgrader", f"{nbgrader}; JupyterLab is not installed")
+        report.warning("JupyterLab is not installed: the labs are written for it", INSTALL_FIX)
+        return
+    server = ExtensionConfigManager(read_config_path=jupyter_config_path()).get_jpserver_extensions()
+    server_on = bool(server.get(VALIDATE_SERVER_EXTENSION))
+    lab_ext = get_federated_extensions(jupyter_path("labextensions")).get("@jupyter/nbgrader")
+    disabled = set(get_page_config(jupyter_path("labextensions")).get("disabledExtensions", []))
+    lab_on = lab_ext is not None and not disabled & {"@jupyter/nbgrader", VALIDATE_LAB_PLUGIN}
+    parts = [f"{nbgrader}",
+             f"JupyterLab extension {'enabled' if lab_on else 'not enabled'}"
+             + (f" ({lab_ext['version']})" if lab_ext and lab_ext.get("version") != nbgrader else ""),
+             f"validate server extension {'enabled' if server_on else 'not enabled'}"]
+    report.add("nbgrader", "; ".join(parts))
+    if lab_ext is None:
+        report.warning("nbgrader's JupyterLab extension is not installed: no Validate button", INSTALL_FIX)
+    elif not lab_on:
+        report.warning("nbgrader's Validate button is disabled in JupyterLab",
+                       f"`jupyter labextension enable {VALIDATE_LAB_PLUGIN}`, then restart JupyterLab")
+    elif lab_ext.get("version") != nbgrader:
+        report.warning(f"nbgrader's JupyterLab extension ({lab_ext.get('version')}) and Python package ({nbgrader}) "
+                       f"differ, so Validate refuses to run", INSTALL_FIX)
+    if not server_on:
+        report.warning("nbgrader's validate server extension is not enabled: the Validate button cannot run",
+                       f"`jupyter server extension enable --sys-prefix {VALIDATE_SERVER_EXTENSION}`, "
+                       f"then restart JupyterLab")
+
+
+def diagnose() -> Report:
+    """Run every check and return the report (nothing is printed)."""
+    report = Report()
+    torch_ok = check_versions(report, pinned_versions())
+    if torch_ok:
+        check_mode(report, check_device(report))
+        check_data(report)
+    else:
+        report.add("device, data", "not checked until torch imports")
+        if os.environ.get(modes.MODE_VAR, "").strip():  # without it, the default mode needs torch
+            check_mode(report, None)
+    check_jupyter(report)
+    return report
+
+
+def main() -> int:
+    """Print the report; return the exit code (1 when something would stop a lab)."""
+    report = diagnose()
+    print(report.render(), flush=True)
+    return report.exit_code

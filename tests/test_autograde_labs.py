@@ -1,0 +1,95 @@
+"""Every lab in solutions/, graded by real nbgrader into a real gradebook (smoke mode).
+
+One batch per lab, graded in parallel: the solution pasted into the
+released notebook must earn full marks on every autograded item, the
+untouched release zero, and the lab's alternative implementation
+(tests/fixtures/<lab>/alternative.py) full marks. New labs join by
+themselves: they are discovered from solutions/<lab>/<lab>.ipynb.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "autograde"))
+import grade  # noqa: E402
+import testkit  # noqa: E402
+from course_utils import submissions  # noqa: E402
+
+LABS = grade.Course(REPO).labs()
+pytestmark = pytest.mark.slow
+
+
+def lab_params():
+    return LABS or [pytest.param(None, marks=pytest.mark.skip(reason="no labs in solutions/ yet"))]
+
+
+def alternative_path(lab: str) -> Path:
+    return REPO / "tests" / "fixtures" / lab / "alternative.py"
+
+
+def explain(course: grade.Course, lab: str, student: str) -> str:
+    """Item scores and cell errors of one graded student, for assertion messages."""
+    return f"{student}: scores {testkit.item_scores(course, lab, student)}, errors {testkit.cell_errors(course, lab, student)}"
+
+
+@pytest.fixture(scope="module", params=lab_params())
+def batch(request, tmp_path_factory):
+    """Generate, collect and autograde solution / release / alternative of one lab; the results by student."""
+    lab = request.param
+    course = testkit.copy_course(tmp_path_factory.mktemp(lab), [lab])
+    grade.generate(course, [lab])
+    source, release = testkit.notebooks(course, lab)
+    inbox = course.root / "inbox"
+    testkit.hand_in(inbox, "solution", lab, submissions.solved(release, source))
+    testkit.hand_in(inbox, "release", lab, release)
+    if alternative_path(lab).is_file():
+        alternative = submissions.fill(release, submissions.load_alternative(alternative_path(lab)))
+        testkit.hand_in(inbox, "alternative", lab, alternative)
+    grade.collect(course, inbox)
+    results = grade.autograde(course, [lab], mode="smoke", workers=2)
+    return course, lab, {r.student: r for r in results}
+
+
+def full_marks(course: grade.Course, lab: str, student: str) -> None:
+    scores = testkit.item_scores(course, lab, student)
+    assert scores, f"{lab} has no autograded items"
+    assert all(got == most for got, most in scores.values()), explain(course, lab, student)
+
+
+def test_solution_scores_full_marks(batch):
+    course, lab, results = batch
+    assert results["solution"].status == "graded", results["solution"].message
+    full_marks(course, lab, "solution")
+
+
+def test_untouched_release_scores_zero(batch):
+    course, lab, results = batch
+    assert results["release"].status == "graded", results["release"].message
+    scores = testkit.item_scores(course, lab, "release")
+    assert all(got == 0 for got, _ in scores.values()), explain(course, lab, "release")
+
+
+def test_alternative_implementation_scores_full_marks(batch):
+    course, lab, results = batch
+    if "alternative" not in results:
+        pytest.fail(f"{alternative_path(lab).relative_to(REPO)} is missing: every lab needs a different but "
+                    f"correct implementation of its TODO cells (format in CONTRIBUTING.md)")
+    assert results["alternative"].status == "graded", results["alternative"].message
+    full_marks(course, lab, "alternative")
+
+
+@pytest.mark.parametrize("lab", lab_params())
+def test_student_notebooks_are_what_nbgrader_generates(lab, tmp_path):
+    """notebooks/<lab> must equal nbgrader's release of solutions/<lab> (never edit it by hand)."""
+    problems = grade.check(testkit.copy_course(tmp_path, [lab]), [lab])
+    assert not problems, ("\n".join(problems) + f"\nFix: edit solutions/{lab}/{lab}.ipynb only, then run "
+                          f"`python autograde/grade.py generate {lab}` and commit notebooks/{lab}.")
+
+
+def test_every_student_notebook_has_a_source():
+    stray = sorted(p.name for p in (REPO / "notebooks").glob("*") if p.is_dir() and p.name not in LABS)
+    assert not stray, f"notebooks/{stray} have no solutions/ source: remove them or add their source"

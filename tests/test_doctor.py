@@ -1,0 +1,160 @@
+"""`python -m course_utils doctor`: real checks of this environment, one fix line per problem, exit codes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from course_utils import data, doctor
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m course_utils ARGS`` in a fresh interpreter."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def facts(report: doctor.Report) -> dict[str, str]:
+    return dict(report.facts)
+
+
+def lines(report: doctor.Report, level: str) -> list[str]:
+    return [f.line() for f in report.findings if f.level == level]
+
+
+def test_command_line_reports_this_environment(mirror):
+    result = run_cli("-m", "course_utils", "doctor", env={"COURSE_MODE": "smoke", "COURSE_DATA_DIR": str(mirror)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"python        {sys.version.split()[0]}" in out
+    assert f"torch         {torch.__version__}" in out  # with its build tag, e.g. +cpu or +cu130
+    assert f"torchvision   {torchvision.__version__}" in out
+    assert "run mode      smoke (set by COURSE_MODE)" in out
+    for label in ("device", "MNIST", "CIFAR-10", "nbgrader"):
+        assert f"\n  {label} " in out, f"no {label} line in:\n{out}"
+    assert "PROBLEM" not in out
+
+
+def test_unknown_mode_is_a_problem_with_its_fix(monkeypatch):
+    monkeypatch.setenv("COURSE_MODE", "fast")
+    report = doctor.diagnose()
+    assert report.exit_code == 1
+    [line] = [x for x in lines(report, "problem") if "COURSE_MODE" in x]
+    assert "'fast' is not a run mode" in line and "Fix: `export COURSE_MODE=laptop`" in line
+    assert "smoke, laptop, full" in line
+
+
+def test_unknown_mode_exits_non_zero_on_the_command_line():
+    result = run_cli("-m", "course_utils", "doctor", env={"COURSE_MODE": "turbo"})
+    assert result.returncode == 1
+    assert "PROBLEM: COURSE_MODE='turbo' is not a run mode" in result.stdout
+    assert result.stdout.rstrip().endswith("then run the doctor again.")
+
+
+def test_missing_data_dir_is_reported(monkeypatch, tmp_path):
+    missing = tmp_path / "no-such-mirror"
+    monkeypatch.setenv("COURSE_MODE", "smoke")
+    monkeypatch.setenv("COURSE_DATA_DIR", str(missing))
+    report = doctor.diagnose()
+    assert report.exit_code == 1
+    [line] = lines(report, "problem")
+    assert str(missing) in line and "is not a folder" in line
+    assert "Fix: point COURSE_DATA_DIR at the dataset mirror" in line
+
+
+def test_damaged_mirror_names_the_file(monkeypatch, tmp_path, mirror, fresh_cache):
+    fake = tmp_path / "mirror"
+    (fake / "MNIST" / "raw").mkdir(parents=True)
+    for name in data.MNIST_FILES:
+        (fake / "MNIST" / "raw" / name).symlink_to(mirror / "MNIST" / "raw" / name)
+    (fake / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    (fake / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(b"\0" * 100)  # truncated
+    (fake / data.CIFAR10_ARCHIVE[0]).symlink_to(mirror / data.CIFAR10_ARCHIVE[0])
+    monkeypatch.setenv("COURSE_MODE", "smoke")
+    monkeypatch.setenv("COURSE_DATA_DIR", str(fake))
+    report = doctor.diagnose()
+    assert report.exit_code == 1
+    [line] = lines(report, "problem")
+    assert "t10k-labels-idx1-ubyte has 100 bytes, expected 10008" in line and "Fix:" in line
+    assert facts(report)["CIFAR-10"].startswith(f"mirror {fake}"), "the intact CIFAR-10 archive is found"
+
+
+def test_where_the_data_comes_from(monkeypatch, mirror, fresh_cache):
+    monkeypatch.setenv("COURSE_MODE", "smoke")
+    monkeypatch.setenv("COURSE_DATA_DIR", str(mirror))
+    report = doctor.diagnose()
+    assert report.exit_code == 0, report.render()
+    assert facts(report)["MNIST"] == f"mirror {mirror} (decoded into {fresh_cache} on first use)"
+    (fresh_cache / "mnist-idx.pt").write_bytes(b"stand-in")  # the loader's decoded copy
+    assert facts(doctor.diagnose())["MNIST"] == f"decoded cache {fresh_cache / 'mnist-idx.pt'}"
+    monkeypatch.delenv("COURSE_DATA_DIR")
+    report = doctor.diagnose()
+    assert facts(report)["CIFAR-10"].startswith("not found yet: downloads with torchvision")
+    assert report.exit_code == 0, "downloading on first use is not a problem"
+
+
+def test_disabled_validate_extensions_are_warnings(monkeypatch, tmp_path):
+    """A user config that turns nbgrader's Validate off (lab plugin and server extension) is reported, exit 0."""
+    config = tmp_path / "jupyter-config"
+    (config / "labconfig").mkdir(parents=True)
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {doctor.VALIDATE_LAB_PLUGIN: True}}))
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {doctor.VALIDATE_SERVER_EXTENSION: False}}}))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config))
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "0")  # the user's config outranks the environment's
+    monkeypatch.setenv("COURSE_MODE", "smoke")
+    report = doctor.diagnose()
+    warnings = lines(report, "warning")
+    assert any("Validate button is disabled" in w and "jupyter labextension enable" in w for w in warnings), warnings
+    assert any("validate server extension is not enabled" in w and "jupyter server extension enable" in w
+               for w in warnings), warnings
+    assert "not enabled" in facts(report)["nbgrader"]
+    assert report.exit_code == 0
+
+
+def test_enabled_extensions_are_found():
+    """This environment has nbgrader installed as requirements.txt pins it: both parts are enabled."""
+    report = doctor.Report()
+    doctor.check_jupyter(report)
+    assert facts(report)["nbgrader"].endswith("JupyterLab extension enabled; validate server extension enabled")
+    assert not report.findings, report.render()
+
+
+def test_missing_torch_is_a_problem_not_a_crash():
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['course_utils', 'doctor']; "
+            "runpy.run_module('course_utils', run_name='__main__')")
+    result = run_cli("-c", code, env={"COURSE_MODE": "smoke"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PROBLEM: torch is" in result.stdout and "pip install -r requirements.txt" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_version_pins_are_read(tmp_path):
+    req = tmp_path / "requirements.txt"
+    req.write_text("# comment\ntorch==2.14.1\nnumpy>=2\nnbgrader == 0.9.6  # grading\n")
+    assert doctor.pinned_versions(req) == {"torch": "2.14.1", "nbgrader": "0.9.6"}
+    assert doctor.pinned_versions(tmp_path / "absent.txt") == {}
+
+
+def test_other_torch_version_is_a_warning():
+    report = doctor.Report()
+    doctor.check_versions(report, {"torch": "0.0.1"})
+    [line] = lines(report, "warning")
+    assert f"torch {torch.__version__} is installed; the labs are tested with torch==0.0.1" in line
+    assert report.exit_code == 0
+
+
+def test_pinned_versions_match_this_environment():
+    """requirements.txt and the environment agree (the doctor's version check compares exactly these)."""
+    pins = doctor.pinned_versions()
+    if not pins:
+        pytest.skip("requirements.txt not found next to course_utils")
+    report = doctor.Report()
+    doctor.check_versions(report, pins)
+    assert not report.findings, report.render()
