@@ -30,8 +30,11 @@ def copy_course(dest: Path, labs: list[str] | None = None, src: Path = REPO) -> 
     return Course(dest)
 
 
-def _cell(kind: str, source: str, grade_id: str | None = None, **flags) -> NotebookNode:
+def _cell(kind: str, source: str, grade_id: str | None = None, tags: list[str] | None = None,
+          **flags) -> NotebookNode:
     cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
+    if tags:
+        cell.metadata["tags"] = tags
     if grade_id:
         meta = {"grade": False, "solution": False, "locked": False, **flags}
         cell.metadata["nbgrader"] = {"schema_version": 3, "task": False, "grade_id": grade_id, **meta}
@@ -47,6 +50,9 @@ def write_toy_lab(course: Course, lab: str = TOY_LAB) -> Path:
         _cell("code", "import os\nprint('kernel mode:', os.environ.get('COURSE_MODE'))", "setup", locked=True),
         _cell("code", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
               "double", solution=True),
+        _cell("code", "# Runs for students; the autograder skips cells tagged skip-when-grading.\n"
+                      "double = None  # were it run when grading, test_double would fail", "extra", locked=True,
+              tags=["skip-when-grading"]),
         _cell("code", "assert double(2) == 4, f'double(2) should be 4, got {double(2)}'\n"
                       "### BEGIN HIDDEN TESTS\nassert double(-3) == -6\n### END HIDDEN TESTS",
               "test_double", grade=True, locked=True, points=1),

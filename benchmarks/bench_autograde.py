@@ -71,7 +71,7 @@ def main() -> int:
             rows.append((lab, seconds, f"{r.score:g}/{r.max_score:g}" if r.status == "graded" else r.message))
         if args.batch:
             students = [f"s{i:03d}" for i in range(args.batch)]
-            seconds, results = timed_batch(course, batch_lab, students, workers=args.workers, mode=mode)
+            batch_seconds, results = timed_batch(course, batch_lab, students, workers=args.workers, mode=mode)
             ok = sum(r.status == "graded" for r in results)
 
     print(f"\n## one submission, one process (mode {mode})")
@@ -80,7 +80,7 @@ def main() -> int:
         print(f"| {lab} | {seconds:.1f} | {score} |")
     if args.batch:
         print(f"\n## batch of {args.batch} x {batch_lab}, {args.workers} processes (mode {mode})")
-        print(f"{seconds:.1f} s in all, {args.batch / seconds * 60:.2f} submissions per minute, "
+        print(f"{batch_seconds:.1f} s in all, {args.batch / batch_seconds * 60:.2f} submissions per minute, "
               f"{ok}/{args.batch} graded")
     return 0
 

@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
 from course_utils import data, plotting
@@ -83,3 +84,55 @@ def test_reconstruction_and_interpolation_strips():
     fig = plotting.interpolation_strips({"pixel space": steps, "latent space": steps[:5]})
     assert sum(1 for ax in fig.axes if ax.images) == 12
     assert fig.axes[0].get_ylabel() == "pixel space"
+
+
+def test_compare_runs_ranks_by_mean_and_draws_every_run():
+    results = {"vanilla": [0.50, 0.52], "double": [0.61, 0.63, 0.62], "early": [0.55]}
+    fig = plotting.compare_runs(results)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["double", "early", "vanilla"]
+    dots = sorted(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+    assert dots == [1, 2, 3], "one dot per run"
+    assert ax.xaxis.get_major_formatter().__class__.__name__ == "PercentFormatter"
+    fig.canvas.draw()
+    with pytest.raises(ValueError, match="early"):
+        plotting.compare_runs({"vanilla": [0.5], "early": []})
+
+
+def test_attention_weights_reads_every_layer_even_when_the_model_asks_for_none():
+    torch.manual_seed(0)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+            self.second = torch.nn.MultiheadAttention(8, 4)  # (L, B, E) layout
+
+        def forward(self, x):
+            x = self.first(x, x, x, need_weights=False)[0]
+            y = x.transpose(0, 1)
+            return self.second(y, y, y)[0].transpose(0, 1)
+
+    model = Tiny().train()
+    x = torch.randn(3, 5, 8)
+    maps = plotting.attention_weights(model, x)
+    assert model.training, "the model's train mode is restored"
+    assert [tuple(m.shape) for m in maps] == [(3, 5, 5), (3, 5, 5)]
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(3, 5))
+    expected = model.first(x, x, x, need_weights=True, average_attn_weights=True)[1]
+    torch.testing.assert_close(maps[0], expected.detach())
+    assert not model.first._forward_hooks, "hooks are removed afterwards"
+    with pytest.raises(ValueError, match="no nn.MultiheadAttention"):
+        plotting.attention_weights(torch.nn.Linear(8, 8), x)
+
+
+def test_attention_maps_share_one_colour_scale_and_show_the_input():
+    maps = {"no position": torch.full((4, 4), 0.25), "learned": torch.eye(4)}
+    fig = plotting.attention_maps(maps, image=torch.rand(1, 4, 4))
+    heat = [ax for ax in fig.axes if ax.collections and ax.get_title()]  # the colour bar has no title
+    assert [ax.get_title() for ax in heat] == ["no position", "learned"]
+    assert {ax.collections[0].get_clim() for ax in heat} == {(0.0, 1.0)}
+    assert any(ax.get_title() == "input" and ax.images for ax in fig.axes)
+    fig.canvas.draw()
+    with pytest.raises(ValueError, match="shapes"):
+        plotting.attention_maps({"batch": torch.ones(2, 4, 4)})
