@@ -87,12 +87,29 @@ def _mirror_fix(root: Path) -> str:
             f"{modes.DATA_VAR} at an intact mirror, or unset it to download with torchvision.")
 
 
+def mirror_files(name: str) -> dict[str, tuple[int, str]]:
+    """Path inside the mirror -> (bytes, sha256) of every file ``name`` is decoded from."""
+    if name == "mnist":
+        return {f"MNIST/raw/{file}": spec for file, spec in MNIST_FILES.items()}
+    file, size, sha = CIFAR10_ARCHIVE
+    return {file: (size, sha)}
+
+
+def verify_mirror(name: str, root: Path, fix: str | None = None) -> None:
+    """Raise :class:`DataError` naming the first missing, truncated or corrupt mirror file of ``name``.
+
+    ``fix`` is the advice appended to the message (default: how to repair the mirror).
+    """
+    fix = _mirror_fix(root) if fix is None else fix
+    for rel, (size, sha) in mirror_files(name).items():
+        _verify(root / rel, size, sha, fix)
+
+
 def _mnist_from_mirror(root: Path) -> dict[str, torch.Tensor]:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
+    verify_mirror("mnist", root)
     raw = root / "MNIST" / "raw"
-    for name, (size, sha) in MNIST_FILES.items():
-        _verify(raw / name, size, sha, _mirror_fix(root))
     return {
         "train_x": read_image_file(str(raw / "train-images-idx3-ubyte")).unsqueeze(1),
         "train_y": read_label_file(str(raw / "train-labels-idx1-ubyte")).long(),
@@ -104,9 +121,8 @@ def _mnist_from_mirror(root: Path) -> dict[str, torch.Tensor]:
 def _cifar10_from_mirror(root: Path) -> dict[str, torch.Tensor]:
     from torchvision.io import decode_jpeg
 
-    name, size, sha = CIFAR10_ARCHIVE
-    archive = root / name
-    _verify(archive, size, sha, _mirror_fix(root))
+    verify_mirror("cifar10", root)
+    archive = root / CIFAR10_ARCHIVE[0]
     blobs: dict[str, list[torch.Tensor]] = {"train": [], "test": []}
     labels: dict[str, list[int]] = {"train": [], "test": []}
     index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}

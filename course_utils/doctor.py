@@ -158,47 +158,32 @@ def check_mode(report: Report, device: str | None) -> None:
                        f"`export {modes.MODE_VAR}=laptop` for CPU-sized runs")
 
 
-def _dataset_files(name: str) -> tuple[list[str], str]:
-    """Mirror files of ``name`` and the decoded-cache kind the loader writes from the mirror."""
-    from . import data
-
-    if name == "mnist":
-        return [f"MNIST/raw/{f}" for f in data.MNIST_FILES], "idx"
-    return [data.CIFAR10_ARCHIVE[0]], "jpeg"
-
-
 def check_dataset(report: Report, name: str, label: str, mirror: Path | None, cache: Path) -> None:
     """Where ``name`` will be loaded from, in the loader's order (see course_utils.data)."""
     from . import data
 
-    files, kind = _dataset_files(name)
-    if mirror is not None:
+    # With a mirror the loader reads only the cache decoded from it; without, any cache it wrote.
+    kinds = ("idx" if name == "mnist" else "jpeg",) if mirror is not None else ("idx", "pickle", "jpeg")
+    for kind in kinds:
         cached = cache / f"{name}-{kind}.pt"
         if cached.is_file():
             report.add(label, f"decoded cache {cached}")
             return
+    if mirror is not None:
         try:
-            specs = data.MNIST_FILES if name == "mnist" else {data.CIFAR10_ARCHIVE[0]: data.CIFAR10_ARCHIVE[1:]}
-            for rel, (size, sha) in zip(files, specs.values()):
-                data._verify(mirror / rel, size, sha, "")
+            data.verify_mirror(name, mirror, fix="")
         except data.DataError as exc:
             report.add(label, f"damaged or missing in the mirror {mirror}")
             report.problem(str(exc).strip(), f"restore the file in {mirror} (compare with its README), point "
                            f"{modes.DATA_VAR} at an intact mirror, or unset it to download with torchvision")
             return
         report.add(label, f"mirror {mirror} (decoded into {cache} on first use)")
-        if not os.access(cache, os.W_OK):
-            report.problem(f"the cache folder {cache} is not writable, so {label} cannot be decoded",
-                           f"point {modes.CACHE_VAR} at a folder you can write to")
-        return
-    for kind in ("idx", "pickle", "jpeg"):
-        cached = cache / f"{name}-{kind}.pt"
-        if cached.is_file():
-            report.add(label, f"decoded cache {cached}")
-            return
-    report.add(label, f"not found yet: downloads with torchvision into {cache} on first use (needs internet)")
+        first_use = "decoded"
+    else:
+        report.add(label, f"not found yet: downloads with torchvision into {cache} on first use (needs internet)")
+        first_use = "downloaded"
     if not os.access(cache, os.W_OK):
-        report.problem(f"the cache folder {cache} is not writable, so {label} cannot be downloaded",
+        report.problem(f"the cache folder {cache} is not writable, so {label} cannot be {first_use}",
                        f"point {modes.CACHE_VAR} at a folder you can write to")
 
 
