@@ -6,12 +6,16 @@ Layout (paths relative to the repository root):
   autograde/submitted/<student>/<lab>/...      collected submissions (not in git)
   autograde/autograded/, autograde/feedback/   nbgrader's output (not in git)
   autograde/gradebook.db                       the gradebook (not in git)
+Grading mode and limits: autograde/config.py (COURSE_GRADING_MODE picks the mode).
 """
 import os
 from pathlib import Path
 
+from autograde.config import grading_settings
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+GRADING = grading_settings()
 
 c = get_config()  # noqa: F821 (provided by nbgrader)
 
@@ -24,27 +28,28 @@ c.CourseDirectory.autograded_directory = "autograde/autograded"
 c.CourseDirectory.feedback_directory = "autograde/feedback"
 c.CourseDirectory.db_url = os.environ.get("NBGRADER_DB_URL", f"sqlite:///{HERE / 'gradebook.db'}")
 # Only notebooks are graded; datasets and caches never travel with a lab.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.pt", "data"]
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.pt", "*.pt2", "data"]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# ---------------------------------------------------------------- grading (python autograde/grade.py autograde)
-# Hidden tests grade in ONE run mode, set here (not by the student's notebook): `laptop` by
-# default, so accuracy checks retrain on the CPU within a few minutes with the targets the
-# notebooks state; COURSE_GRADING_MODE=full on a GPU machine, CI and the tests use smoke.
-GRADING_MODE = os.environ.get("COURSE_GRADING_MODE", "").strip().lower() or "laptop"
-# Seconds for one cell, and for one whole submission (grade.py stops it and reports an error).
-LIMITS = {"smoke": (300, 900), "laptop": (1800, 3600), "full": (3600, 4 * 3600)}
-if GRADING_MODE not in LIMITS:
-    raise ValueError(f"COURSE_GRADING_MODE={GRADING_MODE!r}: use one of {', '.join(LIMITS)}")
-# The kernels nbgrader starts inherit its environment, so they run in the grading mode.
-os.environ["COURSE_MODE"] = GRADING_MODE
-c.CourseGrading.mode = GRADING_MODE
-c.CourseGrading.submission_timeout = LIMITS[GRADING_MODE][1]
+# ---------------------------------------------------------------- grading (python -m autograde autograde)
+# Kernels run in the grading mode (COURSE_MODE), inside the sandbox when `python -m autograde`
+# asks for one; a kernel that dies keeps the points of the tests that ran before, and every
+# test cell is followed by an integrity probe (autograde/execute.py).
+c.Execute.kernel_manager_class = "autograde.kernel.GradingKernelManager"
+c.GradingKernelManager.mode = GRADING["mode"]
+c.Autograde.autograde_preprocessors = [
+    "autograde.execute.GradingExecute",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
 # A cell past its limit is interrupted and marked CellTimeoutError; the notebook goes on,
 # so an endless loop costs that item, not the submission or the batch.
-c.Execute.timeout = LIMITS[GRADING_MODE][0]
+c.Execute.timeout = GRADING["cell_timeout"]
 c.Execute.interrupt_on_timeout = True
 # Cells tagged `skip-when-grading` (work no hidden test reads, e.g. lab 4's repeated runs for
 # its ranking) run for students but not when grading; nbconvert's own tag stays `skip-execution`.

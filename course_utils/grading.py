@@ -1,13 +1,45 @@
-"""Helpers for visible and hidden tests: messages a student can act on, recomputed accuracy."""
+"""Helpers for visible and hidden tests: messages a student can act on, recomputed scores.
+
+Hidden tests state their thresholds with :func:`threshold` (always the mode the
+grader runs in) and check a trained model with :func:`check_accuracy` or
+:func:`check_reconstruction`. When the grader runs the notebook, those two
+also take the model out of the kernel (``torch.export``) into the folder named
+by ``COURSE_EXPORT_DIR``; the grader then scores that copy in a fresh process
+that imports only this package and loads the test split itself
+(:func:`score_exported`), so a notebook that rebinds these helpers cannot
+raise its own grade.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+import re
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
 
 import torch
 from torch import nn
 
 from . import data as course_data
+from . import modes
 from .training import evaluate
+
+T = TypeVar("T")
+EXPORT_VAR = "COURSE_EXPORT_DIR"
+EXPORT_BATCH = 100  # exported models take batches of exactly this many images (the last one is padded)
+
+
+class ExportError(AssertionError):
+    """A trained model could not be taken out of the kernel for scoring."""
+
+
+def threshold(*, smoke: T, laptop: T, full: T) -> T:
+    """The value for the mode the grader runs in: ``threshold(smoke=0.5, laptop=0.9, full=0.9)``.
+
+    Reads the mode the kernel was started with (:func:`course_utils.modes.grading_mode`),
+    so setting ``COURSE_MODE`` inside a notebook does not lower a threshold.
+    Also used for per-mode test-set sizes.
+    """
+    return modes.by_mode(smoke=smoke, laptop=laptop, full=full, mode=modes.grading_mode())
 
 
 def expect_shape(tensor: torch.Tensor, expected: Sequence[int], what: str = "output") -> None:
@@ -27,61 +59,153 @@ def expect_close(actual: torch.Tensor, expected: torch.Tensor, what: str = "outp
         raise AssertionError(f"{what}: values differ from the reference by up to {diff:.3g} (tolerance {atol:g})")
 
 
-def expect_at_least(value: float, threshold: float, what: str = "test accuracy") -> None:
-    """Fail unless ``value >= threshold``, saying both."""
-    if not value >= threshold:
-        raise AssertionError(f"{what} is {value:.4f}; at least {threshold:.4f} is needed")
+def expect_at_least(value: float, minimum: float, what: str = "test accuracy") -> None:
+    """Fail unless ``value >= minimum``, saying both."""
+    if not value >= minimum:
+        raise AssertionError(f"{what} is {value:.4f}; at least {minimum:.4f} is needed")
 
 
-def test_accuracy(
-    model: nn.Module,
-    dataset: str,
-    *,
-    n_test: int | None = None,
-    seed: int = 0,
-    normalize: bool | tuple = False,
-    sequences: bool = False,
-    batch_size: int = 500,
-) -> float:
-    """Accuracy of ``model`` on the test split, reloaded here from ``course_utils.data``.
+def expect_at_most(value: float, maximum: float, what: str = "test error") -> None:
+    """Fail unless ``value <= maximum``, saying both."""
+    if not value <= maximum:
+        raise AssertionError(f"{what} is {value:.4f}; at most {maximum:.4f} is needed")
 
-    Hidden tests call this so that the number comes from the student's model
-    object and fresh data, never from variables the notebook could have set.
-    """
+
+# --------------------------------------------------------------------------- scores on fresh test data
+
+def _test_set(dataset: str, n_test: int | None, seed: int, normalize: bool | tuple, sequences: bool):
+    test = course_data.load_splits(dataset, n_train=0, n_test=n_test, seed=seed, normalize=normalize).test
+    return course_data.as_sequences(test) if sequences else test
+
+
+def _require_module(model) -> None:
     if not isinstance(model, nn.Module):
         raise AssertionError(f"expected a trained torch.nn.Module, got {type(model).__name__}")
-    test = course_data.load_splits(dataset, n_train=0, n_test=n_test, seed=seed, normalize=normalize).test
-    if sequences:
-        test = course_data.as_sequences(test)
+
+
+def test_accuracy(model: nn.Module, dataset: str, *, n_test: int | None = None, seed: int = 0,
+                  normalize: bool | tuple = False, sequences: bool = False, batch_size: int = 500) -> float:
+    """Accuracy of ``model`` on the test split, reloaded here from ``course_utils.data``."""
+    _require_module(model)
+    test = _test_set(dataset, n_test, seed, normalize, sequences)
     return evaluate(model, course_data.make_loader(test, batch_size))["acc"]
 
 
 test_accuracy.__test__ = False  # not a pytest test, despite the name
 
 
-def test_reconstruction_error(
-    model: nn.Module,
-    dataset: str,
-    *,
-    n_test: int | None = None,
-    seed: int = 0,
-    batch_size: int = 500,
-) -> float:
-    """Mean over test images of the summed squared error ``||model(x) - x||^2`` (pixels in [0, 1]).
+def _per_image_sse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if out.shape != target.shape:
+        raise AssertionError(f"reconstructions: expected shape {tuple(target.shape)}, got {tuple(out.shape)}")
+    return (out - target).pow(2).sum() / target.shape[0]
 
-    For autoencoders: the test split is reloaded here, unnormalised, like :func:`test_accuracy`.
-    """
-    if not isinstance(model, nn.Module):
-        raise AssertionError(f"expected a trained torch.nn.Module, got {type(model).__name__}")
-    test = course_data.load_splits(dataset, n_train=0, n_test=n_test, seed=seed).test
 
-    def per_image_sse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if out.shape != target.shape:
-            raise AssertionError(f"reconstructions: expected shape {tuple(target.shape)}, got {tuple(out.shape)}")
-        return (out - target).pow(2).sum() / target.shape[0]
-
-    loader = course_data.make_loader(test, batch_size)
-    return evaluate(model, loader, loss_fn=per_image_sse, reconstruct=True)["loss"]
+def test_reconstruction_error(model: nn.Module, dataset: str, *, n_test: int | None = None, seed: int = 0,
+                              batch_size: int = 500) -> float:
+    """Mean over test images of the summed squared error ``||model(x) - x||^2`` (pixels in [0, 1])."""
+    _require_module(model)
+    test = _test_set(dataset, n_test, seed, False, False)
+    return evaluate(model, course_data.make_loader(test, batch_size), loss_fn=_per_image_sse,
+                    reconstruct=True)["loss"]
 
 
 test_reconstruction_error.__test__ = False  # not a pytest test, despite the name
+
+
+# --------------------------------------------------------------------------- graded checks
+
+def export_name(label: str) -> str:
+    """The file a check's model is exported to: its label in lower case, other characters as '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") + ".pt2"
+
+
+def export_dir() -> Path | None:
+    """Where the grader collects models (``COURSE_EXPORT_DIR`` at kernel start), or None outside grading."""
+    value = modes.started_environ().get(EXPORT_VAR, "").strip()
+    return Path(value) if value else None
+
+
+def example_input(dataset: str, sequences: bool = False, batch: int = EXPORT_BATCH) -> torch.Tensor:
+    """A batch of zeros shaped like the test images (or row sequences) of ``dataset``."""
+    shape = course_data.SHAPES[dataset.lower()]
+    return torch.zeros(batch, *(shape[1:] if sequences else shape))
+
+
+def export_model(model: nn.Module, path: Path, example: torch.Tensor) -> Path:
+    """Save an evaluation-mode copy of ``model`` as a ``torch.export`` program (runs without its Python code)."""
+    frozen = copy.deepcopy(model).cpu().eval()
+    try:
+        program = torch.export.export(frozen, (example,))
+    except Exception as exc:  # torch.export raises many types
+        raise ExportError(f"the grader could not take this model out of the notebook to score it "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}). Avoid Python control "
+                          f"flow that depends on tensor values in forward()") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(path))
+    return path
+
+
+def _graded_check(model, dataset: str, label: str, sequences: bool) -> None:
+    """Common start of the graded checks: a module, exported when the grader runs the notebook."""
+    _require_module(model)
+    folder = export_dir()
+    if folder is not None:
+        export_model(model, folder / export_name(label), example_input(dataset, sequences))
+
+
+def check_accuracy(model: nn.Module, dataset: str, *, at_least: float, label: str, n_test: int | None = None,
+                   normalize: bool | tuple = False, sequences: bool = False, seed: int = 0) -> float:
+    """Hidden-test check: the test accuracy of ``model`` must reach ``at_least``.
+
+    Computes the accuracy here for the student and, when grading, exports the
+    model so that the grader recomputes it outside the notebook. ``label``
+    names the check in messages and must be unique within a lab.
+    """
+    _graded_check(model, dataset, label, sequences)
+    accuracy = test_accuracy(model, dataset, n_test=n_test, seed=seed, normalize=normalize, sequences=sequences,
+                             batch_size=EXPORT_BATCH)
+    expect_at_least(accuracy, at_least, label)
+    return accuracy
+
+
+def check_reconstruction(model: nn.Module, dataset: str, *, at_most: float, label: str,
+                         n_test: int | None = None, seed: int = 0) -> float:
+    """Hidden-test check: the mean summed squared reconstruction error must stay at or below ``at_most``."""
+    _graded_check(model, dataset, label, False)
+    error = test_reconstruction_error(model, dataset, n_test=n_test, seed=seed, batch_size=EXPORT_BATCH)
+    expect_at_most(error, at_most, label)
+    return error
+
+
+# --------------------------------------------------------------------------- scoring an exported model
+
+def _padded_outputs(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn`` over ``x`` in batches of exactly EXPORT_BATCH rows (the last one padded with zeros)."""
+    outs = []
+    for start in range(0, x.shape[0], EXPORT_BATCH):
+        chunk = x[start:start + EXPORT_BATCH]
+        n = chunk.shape[0]
+        if n < EXPORT_BATCH:
+            chunk = torch.cat([chunk, chunk.new_zeros(EXPORT_BATCH - n, *chunk.shape[1:])])
+        out = fn(chunk)
+        if not isinstance(out, torch.Tensor):
+            raise AssertionError(f"the exported model returned {type(out).__name__}, not a tensor")
+        outs.append(out[:n])
+    return torch.cat(outs)
+
+
+def score_exported(path: Path, kind: str, dataset: str, *, n_test: int | None = None, seed: int = 0,
+                   normalize: bool | tuple = False, sequences: bool = False) -> float:
+    """Accuracy (``kind='accuracy'``) or reconstruction error of an exported model on freshly loaded test data."""
+    program = torch.export.load(str(path))
+    fn = program.module()
+    test = _test_set(dataset, n_test, seed, normalize if kind == "accuracy" else False, sequences)
+    x, y = test.tensors
+    with torch.no_grad():
+        out = _padded_outputs(fn, x)
+    if kind == "accuracy":
+        if out.ndim != 2 or out.shape[0] != x.shape[0]:
+            raise AssertionError(f"expected logits of shape ({x.shape[0]}, classes), got {tuple(out.shape)}")
+        return (out.argmax(dim=1) == y).float().mean().item()
+    return _per_image_sse(out, x).item()
+

@@ -60,20 +60,27 @@ def by_mode(*, smoke: T, laptop: T, full: T, mode: str | None = None) -> T:
     return {"smoke": smoke, "laptop": laptop, "full": full}[mode]
 
 
-def grading_mode() -> str:
-    """The run mode this process was STARTED in, for hidden tests: ``by_mode(..., mode=grading_mode())``.
+def started_environ() -> dict[str, str]:
+    """The environment this process was STARTED with (``/proc/self/environ`` on Linux, else ``os.environ``).
 
-    Code in a notebook can set ``os.environ["COURSE_MODE"]`` to pick easier
-    thresholds; on Linux this reads the value the kernel was launched with
-    (``/proc/self/environ``) instead, so that change does not count. Elsewhere
-    it is :func:`current_mode`.
+    Code in a notebook can change ``os.environ``; values the grader relies on
+    (the run mode, where models are exported) are read from here instead.
     """
     try:
         raw = Path("/proc/self/environ").read_bytes()
     except OSError:
-        return current_mode()
-    started = dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    value = started.get(MODE_VAR.encode(), b"").decode(errors="replace").strip().lower()
+        return dict(os.environ)
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def grading_mode() -> str:
+    """The run mode this process was STARTED in; hidden tests use it through ``grading.threshold``.
+
+    A notebook can set ``os.environ["COURSE_MODE"]`` to pick easier
+    thresholds; that change does not count here (see :func:`started_environ`).
+    """
+    value = started_environ().get(MODE_VAR, "").strip().lower()
     if not value:
         return "full" if _cuda_available() else "laptop"
     if value not in MODES:

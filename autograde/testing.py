@@ -1,19 +1,23 @@
-"""Temporary courses and synthetic submissions for testing the grading pipeline.
+"""Throwaway courses and synthetic submissions, for the grading tests and benchmarks (and dry runs).
 
-Used by tests/test_autograde*.py; also handy for a dry run before a real
-batch. Nothing here touches the repository's own autograde/ folders.
+Nothing here touches the repository's own autograde/ folders.
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
+from nbgrader import utils
 
-from grade import REPO, Course
+from .course import REPO, Course
+from .gradebook import item_scores as _item_scores
 
 TOY_LAB = "toy_lab"
+_MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
+_BLOCK = re.compile(r"^# %% grade_id:\s*(\S+)\s*$", re.MULTILINE)
 
 
 def copy_course(dest: Path, labs: list[str] | None = None, src: Path = REPO) -> Course:
@@ -92,30 +96,77 @@ def grade_id(cell: NotebookNode) -> str | None:
 
 def is_test(cell: NotebookNode) -> bool:
     """An autograded test cell (code, graded, not a solution)."""
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.cell_type == "code" and meta.get("grade") and not meta.get("solution")
+    return cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
 
 
 def is_todo(cell: NotebookNode) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("solution"))
+    return cell.cell_type == "code" and utils.is_solution(cell)
 
 
 def item_scores(course: Course, lab: str, student: str) -> dict[str, tuple[float, float]]:
     """``grade_id -> (auto_score, max_score)`` of the autograded (code) items, from the main gradebook."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(course.settings()["db_url"], course.settings()["course_id"]) as gb:
-        nb = gb.find_submission_notebook(lab, lab, student)
-        return {g.name: (g.auto_score, g.max_score) for g in nb.grades if g.cell.cell_type == "code"}
+    return _item_scores(course.settings()["db_url"], course.settings()["course_id"], lab, student)
 
 
 def cell_errors(course: Course, lab: str, student: str) -> dict[str, str]:
-    """``grade_id -> last line of the error`` for every failing nbgrader cell of a graded notebook."""
+    """``grade_id -> last error`` for every failing nbgrader cell of a graded notebook."""
     path = course.folder("autograded") / student / lab / f"{lab}.ipynb"
     out = {}
     for cell in read(path).cells:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error" and grade_id(cell):
-                out[grade_id(cell)] = f"{output.get('ename')}: {output.get('evalue')}"[:300]
+                out[grade_id(cell)] = f"{output.get('ename')}: {output.get('evalue')}"[:600]
+    return out
+
+
+# --------------------------------------------------------------------------- filling released notebooks
+
+def solution_cells(source: NotebookNode) -> dict[str, str]:
+    """``grade_id -> source`` of every solution cell, with the solution markers removed."""
+    out = {}
+    for cell in source.cells:
+        if utils.is_solution(cell):
+            lines = [line for line in cell.source.splitlines() if not _MARKER.match(line)]
+            out[grade_id(cell)] = "\n".join(lines)
+    return out
+
+
+def load_alternative(path: str | Path) -> dict[str, str]:
+    """Parse a fixture file of blocks headed ``# %% grade_id: <id>`` into ``grade_id -> code``."""
+    text = Path(path).read_text()
+    parts = _BLOCK.split(text)
+    if len(parts) < 3:
+        raise ValueError(f"{path}: no '# %% grade_id: <id>' blocks found")
+    return {gid: code.strip("\n") + "\n" for gid, code in zip(parts[1::2], parts[2::2])}
+
+
+def fill(release: NotebookNode, code_by_id: dict[str, str]) -> NotebookNode:
+    """A copy of ``release`` whose cells named in ``code_by_id`` hold that code instead.
+
+    Raises KeyError naming any grade_id that the notebook does not have, so a
+    stale fixture fails loudly instead of silently grading the stub.
+    """
+    filled = nbformat.from_dict(nbformat.reads(nbformat.writes(release), as_version=4))
+    seen = set()
+    for cell in filled.cells:
+        gid = grade_id(cell)
+        if gid in code_by_id:
+            cell.source = code_by_id[gid]
+            seen.add(gid)
+    missing = set(code_by_id) - seen
+    if missing:
+        raise KeyError(f"no cells with grade_id {sorted(missing)} in the notebook")
+    return filled
+
+
+def solved(release: NotebookNode, source: NotebookNode) -> NotebookNode:
+    """The released notebook with every TODO cell filled with the source notebook's solution."""
+    return fill(release, solution_cells(source))
+
+
+def insert_before_tests(nb: NotebookNode, code: str) -> NotebookNode:
+    """A copy of ``nb`` with a new code cell ``code`` right after the setup cell (runs before every TODO)."""
+    out = nbformat.from_dict(nbformat.reads(nbformat.writes(nb), as_version=4))
+    setup = next((i for i, c in enumerate(out.cells) if c.cell_type == "code"), 0)
+    out.cells.insert(setup + 1, nbformat.v4.new_code_cell(code))
     return out

@@ -1,0 +1,115 @@
+"""The instructor's command line: ``python -m autograde STEP``.
+
+    python -m autograde generate [LAB ...]       solutions/ -> notebooks/ (student versions)
+    python -m autograde check [LAB ...]          notebooks/ equals what nbgrader generates?
+    python -m autograde collect FOLDER           FOLDER/<student>/<lab>/<lab>.ipynb -> autograde/submitted/
+    python -m autograde autograde [LAB ...]      run every collected submission (sandboxed), fill the gradebook
+    python -m autograde feedback [LAB ...]       HTML feedback per student in autograde/feedback/
+    python -m autograde export [--to FILE]       all grades as CSV (default autograde/grades.csv)
+
+Exit status: 0 when all went well, 1 when something needs the instructor's
+attention (the output says what), 2 for a usage or setup error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from course_utils.modes import MODES
+
+from . import collect as collect_mod
+from . import pipeline, publish, release
+from .config import parse_size
+from .course import REPO, Course, GradingError
+
+
+def _print_result(result: pipeline.Result) -> None:
+    if result.status == "graded":
+        text = f"{result.score:g}/{result.max_score:g} points  ({result.seconds:.0f} s)"
+        if result.message:
+            text += f"  NOTE: {result.message}"
+    else:
+        points = f"{result.score:g}/{result.max_score:g} points kept; " if result.score is not None else ""
+        text = f"ERROR: {points}{result.message}  (log: {result.log})"
+    print(f"{result.student:>16} {result.lab:<28} {text}", flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m autograde", description=__doc__.split("\n")[0])
+    p.add_argument("--course", type=Path, default=REPO, help="course root (default: this repository)")
+    steps = p.add_subparsers(dest="step", required=True)
+    for name, text in (("generate", "student versions from solutions/ into notebooks/"),
+                       ("check", "check that notebooks/ is what nbgrader generates from solutions/"),
+                       ("feedback", "HTML feedback for graded submissions")):
+        steps.add_parser(name, help=text).add_argument("labs", nargs="*", help="lab ids (default: all)")
+    s = steps.add_parser("collect", help="copy FOLDER/<student>/<lab>/ into autograde/submitted/")
+    s.add_argument("folder", type=Path)
+    s.add_argument("--update", action="store_true", help="replace submissions collected before")
+    s = steps.add_parser("autograde", help="grade collected submissions in parallel, sandboxed")
+    s.add_argument("labs", nargs="*", help="lab ids (default: all)")
+    s.add_argument("--student", action="append", help="only this student (repeatable)")
+    s.add_argument("--workers", type=int, help="parallel processes (default: CPU cores, at most 8)")
+    s.add_argument("--force", action="store_true", help="regrade submissions graded before")
+    s.add_argument("--mode", choices=MODES, help="run mode (default: COURSE_GRADING_MODE, else laptop)")
+    s.add_argument("--cell-timeout", type=int, help="seconds per cell (default: the mode's)")
+    s.add_argument("--submission-timeout", type=float, help="seconds per submission (default: the mode's)")
+    s.add_argument("--memory-limit", type=parse_size, help="memory per submission, e.g. 4G (default: 4G)")
+    s.add_argument("--process-limit", type=int, help="processes and threads per submission (default: 256)")
+    s.add_argument("--no-sandbox", dest="sandbox", action="store_false", default=None,
+                   help="run submissions with the grader's rights (not for real hand-ins)")
+    s.add_argument("--sandbox", dest="sandbox", action="store_true", help="fail unless bubblewrap works")
+    s = steps.add_parser("export", help="grades as CSV")
+    s.add_argument("--to", type=Path, help="output file (default: autograde/grades.csv)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    course = Course(args.course)
+    if args.step == "generate":
+        release.generate(course, args.labs)
+    elif args.step == "check":
+        problems = release.check(course, args.labs)
+        for line in problems:
+            print(line)
+        if problems:
+            print("\nnotebooks/ is not what nbgrader generates from solutions/. Never edit notebooks/ by hand: "
+                  "make the change in solutions/<lab>/<lab>.ipynb, then run `python -m autograde generate <lab>` "
+                  "and commit both.")
+            return 1
+        print("notebooks/ matches solutions/")
+    elif args.step == "collect":
+        rows = collect_mod.collect(course, args.folder, update=args.update)
+        for row in rows:
+            print(f"{row['student']:>16} {row['lab']:<28} {row['status']:<9} {row['message']}")
+        if not rows:
+            print(f"no submissions found in {args.folder} (expected <student>/<lab>/<lab>.ipynb)")
+        return 1 if any(r["status"] == "skipped" or r["message"] for r in rows) else 0
+    elif args.step == "autograde":
+        results = pipeline.autograde(course, args.labs, students=args.student, workers=args.workers,
+                                     force=args.force, mode=args.mode, cell_timeout=args.cell_timeout,
+                                     submission_timeout=args.submission_timeout, sandboxed=args.sandbox,
+                                     memory=args.memory_limit, processes=args.process_limit,
+                                     on_result=_print_result)
+        return 1 if any(r.status != "graded" for r in results) else 0
+    elif args.step == "feedback":
+        publish.feedback(course, args.labs)
+    elif args.step == "export":
+        publish.export(course, args.to)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logger = logging.getLogger("autograde")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return run(args)
+    except GradingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

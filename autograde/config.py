@@ -1,0 +1,47 @@
+"""Grading settings that do not belong to nbgrader: the grading mode, time limits, sandbox limits.
+
+The mode names come from :mod:`course_utils.modes`. ``COURSE_GRADING_MODE``
+picks the mode (default ``laptop``); ``nbgrader_config.py`` and the command
+line both read it through :func:`grading_settings`.
+"""
+from __future__ import annotations
+
+import os
+
+from course_utils.modes import MODES
+
+GRADING_MODE_VAR = "COURSE_GRADING_MODE"
+DEFAULT_MODE = "laptop"
+# Seconds for one cell and for one whole submission, per mode.
+TIME_LIMITS = {"smoke": (300, 900), "laptop": (1800, 3600), "full": (3600, 4 * 3600)}
+assert set(TIME_LIMITS) == set(MODES)
+MEMORY_LIMIT = "4G"      # per submission: the kernel and everything it starts
+PROCESS_LIMIT = 256      # processes and threads per submission
+SCORER_TIMEOUT = 600     # seconds for scoring one submission's exported models
+
+
+def grading_mode(mode: str | None = None) -> str:
+    """``mode`` if given, else ``COURSE_GRADING_MODE``, else ``laptop``; checked against the run modes."""
+    value = (mode or os.environ.get(GRADING_MODE_VAR, "")).strip().lower() or DEFAULT_MODE
+    if value not in MODES:
+        raise ValueError(f"{GRADING_MODE_VAR}={value!r}: use one of {', '.join(MODES)}")
+    return value
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``'4G'``, ``'512M'``, ``'1.5G'`` or a plain number."""
+    if isinstance(text, int):
+        return text
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    value = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    if value and value[-1] in units:
+        return int(float(value[:-1]) * units[value[-1]])
+    return int(value)
+
+
+def grading_settings(mode: str | None = None) -> dict:
+    """Mode, time limits and sandbox limits for grading in ``mode`` (see :func:`grading_mode`)."""
+    mode = grading_mode(mode)
+    cell, submission = TIME_LIMITS[mode]
+    return {"mode": mode, "cell_timeout": cell, "submission_timeout": submission,
+            "memory_limit": parse_size(MEMORY_LIMIT), "process_limit": PROCESS_LIMIT}

@@ -1,0 +1,105 @@
+"""nbgrader's Execute step, hardened for grading untrusted notebooks.
+
+- **A dead kernel keeps earlier points.** When the kernel dies (``os._exit``, a
+  crash, a memory or process limit), the cell it died in and every later code
+  cell get an error output instead of the whole notebook failing, so nbgrader
+  still saves the grades of the tests that passed before.
+- **An integrity probe after every test cell.** :mod:`course_utils.integrity`
+  is loaded afresh from disk in the kernel; if it finds the grading helpers,
+  torch or IPython's result reporting rebound, the test cell gets an error
+  output (``GradingIntegrityError``) and scores zero.
+"""
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import secrets
+import time
+from pathlib import Path
+from queue import Empty
+
+import course_utils
+from nbclient.exceptions import DeadKernelError
+from nbclient.util import ensure_async, run_sync
+from nbformat import NotebookNode
+from nbgrader import utils
+from nbgrader.preprocessors import Execute
+from traitlets import Bool, Float
+
+INTEGRITY_FILE = Path(course_utils.__file__).resolve().parent / "integrity.py"
+KERNEL_DIED = "KernelDied"
+INTEGRITY_ERROR = "GradingIntegrityError"
+
+
+def error_output(ename: str, evalue: str) -> NotebookNode:
+    return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def _where(cell: NotebookNode, index: int) -> str:
+    gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return f"cell {index}" + (f" ({gid})" if gid else "")
+
+
+class GradingExecute(Execute):
+    """Execute that survives a dying kernel and checks the kernel after each graded test cell."""
+
+    probe = Bool(True, help="run the integrity probe after every graded test cell").tag(config=True)
+    probe_timeout = Float(60.0, help="seconds to wait for the probe's answer").tag(config=True)
+
+    def preprocess(self, nb, resources=None, km=None):
+        self._died_in: str | None = None
+        return super().preprocess(nb, resources, km)
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        runs = cell.cell_type == "code" and cell.source.strip()
+        if getattr(self, "_died_in", None) is not None:
+            if runs:
+                cell.outputs = [error_output(KERNEL_DIED, f"not run: the kernel died in {self._died_in}")]
+            return cell
+        try:
+            cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        except DeadKernelError:
+            self._died_in = _where(cell, cell_index)
+            cell.setdefault("outputs", []).append(error_output(
+                KERNEL_DIED, "the kernel died while this cell ran (it exited, crashed, or went over a grading "
+                             "limit); the cells after it were not run"))
+            self.log.warning("kernel died in %s", self._died_in)
+            return cell
+        if runs and self.probe and utils.is_grade(cell) and not utils.is_solution(cell):
+            problems = await self._integrity_problems()
+            if problems:
+                cell.outputs.append(error_output(
+                    INTEGRITY_ERROR, "this test cannot be trusted and scores 0, because code in the notebook "
+                                     "altered what the tests rely on: " + "; ".join(problems[:6])))
+        return cell
+
+    execute_cell = run_sync(async_execute_cell)  # nbconvert calls the synchronous name
+
+    async def _integrity_problems(self) -> list[str]:
+        """Run the probe in the kernel; what it found, or why it could not answer."""
+        nonce = secrets.token_hex(8)
+        expr = f"__import__('runpy').run_path({str(INTEGRITY_FILE)!r})['report']({nonce!r})"
+        msg_id = await ensure_async(self.kc.execute("", silent=True, store_history=False,
+                                                    user_expressions={"probe": expr}))
+        deadline = time.monotonic() + self.probe_timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = await ensure_async(self.kc.shell_channel.get_msg(timeout=1))
+            except (Empty, asyncio.TimeoutError):
+                if not await ensure_async(self.km.is_alive()):
+                    return []  # the next cell reports the dead kernel
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            answer = msg["content"].get("user_expressions", {}).get("probe", {})
+            if answer.get("status") != "ok":
+                return [f"the integrity probe failed in the kernel ({answer.get('ename')}: {answer.get('evalue')})"]
+            try:
+                text = ast.literal_eval(answer["data"]["text/plain"])
+                if not text.startswith(nonce):
+                    raise ValueError("no nonce")
+                return list(json.loads(text[len(nonce):]))
+            except (ValueError, KeyError, SyntaxError, TypeError):
+                return ["the integrity probe's answer was altered in the kernel"]
+        return [f"the kernel did not answer the integrity probe within {self.probe_timeout:.0f} s"]

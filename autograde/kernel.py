@@ -1,0 +1,107 @@
+"""The kernel manager nbgrader uses when grading: the grading mode, the sandbox, model export.
+
+nbgrader's Execute preprocessor starts kernels with this class (see
+``nbgrader_config.py``). Without ``COURSE_SANDBOX`` in the environment it only
+sets ``COURSE_MODE`` to the grading mode. With it (``python -m autograde
+autograde`` sets it per submission) the kernel runs under bubblewrap and in the
+submission's cgroups, talks to nbgrader over unix sockets (it has no network),
+works in a private copy of its folder, and may write only there and to the
+folder where :func:`course_utils.grading.check_accuracy` exports models.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from jupyter_client import AsyncKernelManager
+from traitlets import Unicode
+
+from course_utils.grading import EXPORT_VAR
+from course_utils.modes import MODE_VAR
+
+from .sandbox import SANDBOX_VAR, join_cgroup
+
+
+def work_folders(work: Path) -> dict[str, Path]:
+    """The per-submission folders the kernel may write to: its working copy and the exported models."""
+    return {"cwd": work / "cwd", "models": work / "models"}
+
+
+class GradingKernelManager(AsyncKernelManager):
+    """A kernel in the grading mode, sandboxed when the grader asks for it."""
+
+    mode = Unicode("", config=True, help="run mode for the kernel (COURSE_MODE)")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._plan = json.loads(os.environ.get(SANDBOX_VAR) or "null")
+        self._ipc_dir: Path | None = None
+        self._kernel_cwd: str | None = None
+        if self._plan and self._plan.get("bwrap"):
+            # No network inside: talk over unix sockets in a folder the sandbox can see.
+            self._ipc_dir = Path(tempfile.mkdtemp(prefix="ck-", dir="/tmp"))
+            self.transport = "ipc"
+            self.ip = str(self._ipc_dir / "kernel")
+            self.connection_file = str(self._ipc_dir / "kernel.json")
+
+    @property
+    def sandboxed(self) -> bool:
+        return self._ipc_dir is not None
+
+    async def _async_pre_start_kernel(self, **kw):
+        env = dict(kw.get("env") or os.environ)
+        env.pop(SANDBOX_VAR, None)
+        if self.mode:
+            env[MODE_VAR] = self.mode
+        if self._plan:
+            folders = work_folders(Path(self._plan["work"]))
+            env[EXPORT_VAR] = str(folders["models"])
+            if self.sandboxed:
+                env.update(MPLCONFIGDIR="/tmp/matplotlib", IPYTHONDIR="/tmp/ipython", JUPYTER_RUNTIME_DIR="/tmp/jupyter")
+                self._kernel_cwd = str(Path(kw.get("cwd") or os.getcwd()).resolve())
+                _copy_plain_files(Path(self._kernel_cwd), folders["cwd"])
+        kw["env"] = env
+        return await super()._async_pre_start_kernel(**kw)
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        cmd = super().format_kernel_cmd(extra_arguments)
+        if not self._plan:
+            return cmd
+        if self.sandboxed:
+            folders = work_folders(Path(self._plan["work"]))
+            cmd = [*self._plan["bwrap"],
+                   "--bind", str(self._ipc_dir), str(self._ipc_dir),
+                   "--bind", str(folders["models"]), str(folders["models"]),
+                   "--bind", str(folders["cwd"]), self._kernel_cwd, "--chdir", self._kernel_cwd,
+                   # its parent's pid means nothing in its own pid namespace; bwrap ends it with its parent
+                   "--unsetenv", "JPY_PARENT_PID",
+                   "--", *cmd]
+        return join_cgroup(self._plan.get("cgroup") or [], cmd)
+
+    async def _async_interrupt_kernel(self) -> None:
+        if not self.sandboxed or not self.has_kernel:
+            return await super()._async_interrupt_kernel()
+        # A signal would reach bwrap, not the kernel: ask the kernel itself (ipykernel's control channel).
+        msg = self.session.msg("interrupt_request", content={})
+        self._connect_control_socket()
+        self.session.send(self._control_socket, msg)
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if self._ipc_dir is not None and not restart:
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+
+def _copy_plain_files(src: Path, dest: Path) -> None:
+    """Regular files and folders of ``src`` into ``dest``; links are left out (never followed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_symlink():
+            continue
+        if item.is_dir():
+            _copy_plain_files(item, dest / item.name)
+        elif item.is_file():
+            shutil.copyfile(item, dest / item.name)

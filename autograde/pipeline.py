@@ -1,0 +1,342 @@
+"""Autograde: run every collected submission, sandboxed, score its models outside its kernel, merge.
+
+Each submission runs ``nbgrader autograde`` in its own process against a
+private copy of the gradebook; its kernel is sandboxed (see
+:mod:`autograde.sandbox` and :mod:`autograde.kernel`). Afterwards the models
+its hidden tests exported are scored by a fresh sandboxed process
+(:mod:`autograde.scorer`), and the results are merged into the main gradebook
+one at a time, so parallel runs never write the same SQLite file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from . import gradebook, report, scorer, sandbox
+from .collect import readable
+from .config import SCORER_TIMEOUT, grading_settings
+from .course import Course, GradingError, tool_env
+from .execute import INTEGRITY_ERROR, KERNEL_DIED, error_output
+from .kernel import work_folders
+
+log = logging.getLogger(__name__)
+DONE = "autograde finished:"  # last line of a submission's log once its result is recorded
+
+
+@dataclass
+class Result:
+    """What happened to one submission."""
+
+    student: str
+    lab: str
+    status: str = "graded"          # graded | error
+    score: float | None = None
+    max_score: float | None = None
+    seconds: float = 0.0
+    message: str = ""
+    log: str = ""
+    outside: list[dict] = field(default_factory=list)   # the outside scorer's rows
+    overrides: dict[str, float] = field(default_factory=dict, repr=False)
+    db: Path | None = field(default=None, repr=False)   # private gradebook to merge, when grades were saved
+
+
+@dataclass
+class Plan:
+    """How submissions are run: sandbox, limits, time limits, mode."""
+
+    mode: str
+    cell_timeout: int
+    submission_timeout: float
+    memory: int | None
+    processes: int | None
+    sandbox: bool
+    cgroups: bool
+    hidden: list[Path]
+
+
+def _kill_tree(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop nbgrader and every process it started."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(proc.pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    proc.send_signal(signal.SIGINT)  # nbgrader shuts its kernel down and cleans up
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+def _error_line(text: str) -> str:
+    """The most telling line of a failed nbgrader run: the last exception, else the last error."""
+    lines = text.strip().splitlines()
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception|Interrupt)\b.*:", line.strip()):
+            return line.strip()
+    errors = [line for line in lines if "ERROR" in line]
+    return (errors or lines or ["no output"])[-1].strip()
+
+
+def log_path(course: Course, lab: str, student: str) -> Path:
+    return course.config_dir / "reports" / "logs" / lab / f"{student}.log"
+
+
+def needs_grading(course: Course, lab: str, student: str) -> bool:
+    """False when this submission was graded (or failed to grade) after it was last collected."""
+    path = log_path(course, lab, student)
+    sub = course.folder("submitted") / student / lab / f"{lab}.ipynb"
+    if not path.is_file() or not sub.is_file() or sub.stat().st_mtime > path.stat().st_mtime:
+        return True
+    return not path.read_text().rstrip().splitlines()[-1:][0].startswith(DONE)
+
+
+def _findings(notebook: NotebookNode) -> tuple[str | None, list[str]]:
+    """(where the kernel died, the integrity problems) recorded by GradingExecute in the graded notebook."""
+    died, tampered = None, []
+    for cell in notebook.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") != "error":
+                continue
+            if out.get("ename") == KERNEL_DIED and died is None and not out.get("evalue", "").startswith("not run"):
+                died = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or "a cell"
+            elif out.get("ename") == INTEGRITY_ERROR and not tampered:
+                tampered = [out.get("evalue", "")]
+    return died, tampered
+
+
+def _score_outside(course: Course, lab: str, student: str, work: Path, plan: Plan, specs: list[scorer.Spec],
+                   env: dict, cgroup: sandbox.Cgroup | None) -> list[dict]:
+    models = work_folders(work)["models"]
+    prefix: list[str] = []
+    if plan.sandbox:
+        prefix = sandbox.bwrap_prefix(plan.hidden, readonly=[models]) + ["--"]
+    if cgroup is not None:
+        prefix = sandbox.join_cgroup(cgroup.procs_files, prefix)
+    return scorer.run(specs, models, prefix=prefix, env=env, timeout=SCORER_TIMEOUT)
+
+
+def _annotate(path: Path, rows: list[dict]) -> None:
+    """Put each failed outside score into the graded notebook, under its test cell, for the feedback page."""
+    nb = nbformat.read(path, as_version=4)
+    failed = {row["grade_id"]: row for row in rows if not row["passed"]}
+    for cell in nb.cells:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if gid in failed:
+            cell.setdefault("outputs", []).append(error_output(
+                "ScoredOutsideNotebook", f"the grader re-scored your trained model outside the notebook: "
+                                         f"{failed[gid]['message']}; this test scores 0"))
+    nbformat.write(nb, path)
+
+
+def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan, env: dict,
+              specs: list[scorer.Spec]) -> Result:
+    """Grade one submission with ``nbgrader autograde``, sandboxed, against a private copy of the gradebook."""
+    result = Result(student, lab)
+    start = time.perf_counter()
+    notebook = course.folder("submitted") / student / lab / f"{lab}.ipynb"
+    result.log = str(log_path(course, lab, student))
+    Path(result.log).parent.mkdir(parents=True, exist_ok=True)
+    problem = readable(notebook) if notebook.is_file() else f"{notebook} is missing"
+    if problem:
+        Path(result.log).write_text(problem + "\n")
+        result.status, result.message = "error", problem
+        return result
+    for folder in work_folders(work).values():
+        folder.mkdir(parents=True, exist_ok=True)
+    db = work / "gradebook.db"
+    gradebook.copy_db(course.db_path(), db)
+    cgroup = (sandbox.Cgroup(f"{lab}-{student}", memory=plan.memory, processes=plan.processes)
+              if plan.cgroups else None)
+    kernel_plan = {"work": str(work), "cgroup": cgroup.procs_files if cgroup else [],
+                   "bwrap": sandbox.bwrap_prefix(plan.hidden) if plan.sandbox else None}
+    cmd = [sys.executable, "-m", "nbgrader", "autograde", lab, "--student", student, "--force",
+           f"--CourseDirectory.db_url=sqlite:///{db}", f"--Execute.timeout={plan.cell_timeout}"]
+    try:
+        with open(result.log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=course.config_dir, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                    env=dict(env, **{sandbox.SANDBOX_VAR: json.dumps(kernel_plan)}))
+            code = _wait(proc, cgroup, plan.submission_timeout)
+        breaches = cgroup.breaches() if cgroup else []
+        result.seconds = time.perf_counter() - start
+        graded = course.folder("autograded") / student / lab / f"{lab}.ipynb"
+        if code is None:
+            shutil.rmtree(graded.parent, ignore_errors=True)
+            result.status = "error"
+            result.message = (f"stopped after {plan.submission_timeout:.0f} s, the limit for one whole submission: "
+                              f"too slow in this mode, or stuck; look at it by hand or raise --submission-timeout")
+        elif code != 0:
+            result.status = "error"
+            text = Path(result.log).read_text()
+            if "CellTimeoutError" in text and "Interrupting kernel" in text:
+                result.message = (f"a cell ran past the {plan.cell_timeout} s limit and went on running after the "
+                                  f"interrupt (it ignores interrupts or hangs in native code); look at it by hand")
+            else:
+                result.message = f"nbgrader failed: {_error_line(text)}"
+            if breaches:
+                result.message = f"{'; '.join(breaches)}. {result.message}"
+        else:
+            result.db = db
+            died, tampered = _findings(nbformat.read(graded, as_version=4))
+            notes = []
+            if breaches or died:
+                result.status = "error"
+                notes.append("; ".join(breaches) if breaches else f"the kernel died in {died}")
+                notes.append("the tests before that keep their points, the rest score 0")
+            if tampered:
+                notes.append(f"grading helpers altered in the kernel, affected tests score 0 ({tampered[0][:300]})")
+            if specs:
+                result.outside = _score_outside(course, lab, student, work, plan, specs, env, cgroup)
+                result.overrides = {row["grade_id"]: 0.0 for row in result.outside if not row["passed"]}
+                if result.overrides:
+                    _annotate(graded, result.outside)
+                    notes.append("scored outside the kernel: " + "; ".join(
+                        row["message"] for row in result.outside if not row["passed"]))
+            result.message = ". ".join(notes)
+            result.seconds = time.perf_counter() - start
+    finally:
+        if cgroup is not None:
+            cgroup.close()
+    return result
+
+
+def _wait(proc: subprocess.Popen, cgroup: sandbox.Cgroup | None, timeout: float) -> int | None:
+    """Wait for nbgrader; stop the kernel at once when it runs into the process limit. None after a timeout."""
+    deadline = time.monotonic() + timeout
+    stopped = False
+    while True:
+        try:
+            return proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        if cgroup is not None and not stopped and cgroup.process_limit_hit():
+            cgroup.kill()  # the kernel and its forks; nbgrader sees a dead kernel and saves what ran
+            stopped = True
+        if time.monotonic() > deadline:
+            _kill_tree(proc)
+            if cgroup is not None:
+                cgroup.kill()
+            return None
+
+
+def make_plan(course: Course, settings: dict, *, sandboxed: bool | None, memory: int | None,
+              processes: int | None, work_root: Path) -> Plan:
+    """The sandbox and limits for this run; ``sandboxed=None`` uses what the machine offers."""
+    found = sandbox.support()
+    if sandboxed and not found.bwrap:
+        raise GradingError(f"--sandbox asked for, but {found.bwrap_problem}; `apt-get install bubblewrap`")
+    use_bwrap = bool(found.bwrap) if sandboxed is None else sandboxed
+    return Plan(mode=settings["mode"], cell_timeout=int(settings["cell_timeout"]),
+                submission_timeout=float(settings["submission_timeout"]),
+                memory=memory or settings["memory_limit"], processes=processes or settings["process_limit"],
+                sandbox=use_bwrap, cgroups=use_bwrap and found.cgroups,
+                hidden=[*course.private_paths(), work_root])
+
+
+def _prepare_data(course: Course, labs: list[str]) -> None:
+    """Decode the datasets the labs use before grading: inside the sandbox the cache is read-only."""
+    text = " ".join(p.read_text().lower() for lab in labs for p in (course.folder("source") / lab).glob("*.ipynb"))
+    names = [name for name in ("mnist", "cifar10") if name in text]
+    if names:
+        from course_utils import data
+
+        for name in names:
+            try:
+                data.load_arrays(name)
+            except data.DataError as exc:
+                raise GradingError(f"the labs need {name}, which cannot be loaded: {exc}") from exc
+
+
+def autograde(course: Course, labs: list[str] | None = None, *, students: list[str] | None = None,
+              workers: int | None = None, force: bool = False, mode: str | None = None,
+              cell_timeout: int | None = None, submission_timeout: float | None = None,
+              sandboxed: bool | None = None, memory: int | None = None, processes: int | None = None,
+              on_result=None) -> list[Result]:
+    """Grade collected submissions in parallel processes; the gradebook gets every result.
+
+    A submission that fails, dies or runs past a limit becomes an error row for
+    that student only (with the grades of the tests that ran, where nbgrader
+    saved them). Without ``force``, submissions already graded (and not
+    collected again since) are skipped. ``on_result(result)`` is called as each
+    result is recorded.
+    """
+    settings = dict(course.settings(), **(grading_settings(mode) if mode else {}))
+    if cell_timeout:
+        settings["cell_timeout"] = cell_timeout
+    if submission_timeout:
+        settings["submission_timeout"] = submission_timeout
+    workers = max(1, workers or min(os.cpu_count() or 1, 8))
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = tool_env(COURSE_GRADING_MODE=settings["mode"],
+                   **{var: os.environ.get(var, threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    main_db = course.db_path()
+    submitted = course.folder("submitted")
+    jobs, skipped = [], 0
+    for lab in course.pick_labs(labs):
+        with_lab = sorted(p.parent.name for p in submitted.glob(f"*/{lab}") if p.is_dir())
+        chosen = [s for s in with_lab if students is None or s in students]
+        jobs += [(lab, s) for s in chosen if force or needs_grading(course, lab, s)]
+        skipped += len(chosen) - sum(1 for job in jobs if job[0] == lab)
+    if skipped:
+        log.info("skipping %d submission(s) graded since they were collected (--force regrades them)", skipped)
+    job_labs = sorted({lab for lab, _ in jobs})
+    if jobs and not gradebook.has_labs(main_db, settings["course_id"], set(job_labs)):
+        raise GradingError(f"the gradebook {main_db} does not know these labs yet: run "
+                           f"`python -m autograde generate` first")
+    specs = {lab: scorer.specs(nbformat.read(course.folder("source") / lab / f"{lab}.ipynb", as_version=4),
+                               settings["mode"]) for lab in job_labs}
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="coursekit-grading-") as tmp:
+        plan = make_plan(course, settings, sandboxed=sandboxed, memory=memory, processes=processes,
+                         work_root=Path(tmp))
+        for warning in sandbox.support().warnings() if plan.sandbox or sandboxed is None else []:
+            log.warning(warning)
+        if not plan.sandbox:
+            log.warning("UNSANDBOXED: submissions run with the grader's rights")
+        if jobs and plan.sandbox:
+            _prepare_data(course, job_labs)
+        log.info("grading %d submission(s) in mode %s with %d process(es); limits: %d s per cell, %.0f s per "
+                 "submission%s", len(jobs), plan.mode, workers, plan.cell_timeout, plan.submission_timeout,
+                 f", {sandbox.human_bytes(plan.memory)} and {plan.processes} processes, sandboxed"
+                 if plan.cgroups else (", sandboxed without limits" if plan.sandbox else ""))
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(grade_one, course, lab, s, Path(tmp) / f"{lab}-{s}", plan=plan, env=env,
+                                   specs=specs[lab]) for lab, s in jobs]
+            for future in futures:  # in submission order; merging is serial, so writes never overlap
+                result = future.result()
+                recorded = True
+                if result.db is not None:
+                    try:
+                        result.score, result.max_score = gradebook.merge_grades(
+                            result.db, main_db, settings["course_id"], result.lab, result.student, result.overrides)
+                    except Exception as exc:  # not the student's fault: the next run tries again
+                        result.status, result.message = "error", f"could not record the grades: {exc}"
+                        recorded = False
+                if recorded:
+                    with open(result.log, "a") as out:
+                        out.write(f"\n{DONE} {result.status} {result.message}\n")
+                if on_result:
+                    on_result(result)
+                results.append(result)
+    path = report.write_csv(course.config_dir / "reports", results)
+    if path:
+        log.info("report: %s", path)
+    return results
