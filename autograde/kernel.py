@@ -89,6 +89,8 @@ class GradingKernelManager(AsyncKernelManager):
         self._connect_control_socket()
         self.session.send(self._control_socket, msg)
 
+    interrupt_kernel = _async_interrupt_kernel  # nbclient calls the public name
+
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
         if self._ipc_dir is not None and not restart:

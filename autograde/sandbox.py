@@ -11,11 +11,13 @@ by root). Where either is missing, grading still works, unprotected, and
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -90,6 +92,16 @@ def base_args() -> list[str]:
             "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
 
 
+@functools.cache
+def _empty_file() -> str:
+    """An empty read-only file to lay over private files (a device node like /dev/null cannot be opened there)."""
+    fd, path = tempfile.mkstemp(prefix="coursekit-empty-")
+    os.close(fd)
+    os.chmod(path, 0o444)
+    atexit.register(os.remove, path)
+    return path
+
+
 def bwrap_prefix(hidden: list[Path], *, writable: list[Path] = (), readonly: list[Path] = ()) -> list[str]:
     """``bwrap ...`` up to the command: ``hidden`` paths look empty, ``writable``/``readonly`` are bound back.
 
@@ -101,7 +113,7 @@ def bwrap_prefix(hidden: list[Path], *, writable: list[Path] = (), readonly: lis
         if path.is_dir():
             args += ["--tmpfs", str(path)]
         elif path.exists():
-            args += ["--ro-bind", "/dev/null", str(path)]
+            args += ["--ro-bind", _empty_file(), str(path)]
     for path in readonly:
         args += ["--ro-bind", str(path), str(path)]
     for path in writable:

@@ -18,6 +18,19 @@ from .gradebook import item_scores as _item_scores
 TOY_LAB = "toy_lab"
 _MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
 _BLOCK = re.compile(r"^# %% grade_id:\s*(\S+)\s*$", re.MULTILINE)
+# Rebinds the grading helpers and turns every optimiser step into a no-op: every in-kernel check
+# passes and every model stays untrained. The grader must give it no accuracy points.
+GRADER_PATCH = """
+import torch
+from course_utils import grading
+def _nothing(*args, **kwargs):
+    return 1.0
+for _name in ("check_accuracy", "check_reconstruction", "test_accuracy", "test_reconstruction_error",
+              "expect_at_least", "expect_at_most", "expect_close", "expect_shape"):
+    setattr(grading, _name, _nothing)
+for _cls in [torch.optim.Optimizer, *torch.optim.Optimizer.__subclasses__()]:
+    _cls.step = lambda self, closure=None: None
+"""
 
 
 def copy_course(dest: Path, labs: list[str] | None = None, src: Path = REPO) -> Course:

@@ -24,15 +24,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "autograde"))
-import grade  # noqa: E402
-import testkit  # noqa: E402
-from course_utils import submissions  # noqa: E402
+import autograde  # noqa: E402
+from autograde import testing  # noqa: E402
 
 
-def timed_batch(course: grade.Course, lab: str, students: list[str], **kwargs) -> tuple[float, list[grade.Result]]:
+def timed_batch(course: autograde.Course, lab: str, students: list[str], **kwargs) -> tuple[float, list[autograde.Result]]:
     start = time.perf_counter()
-    results = grade.autograde(course, [lab], students=students, force=True, **kwargs)
+    results = autograde.autograde(course, [lab], students=students, force=True, **kwargs)
     return time.perf_counter() - start, results
 
 
@@ -45,24 +43,24 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the batch")
     args = parser.parse_args()
 
-    repo = grade.Course(REPO)
+    repo = autograde.Course(REPO)
     labs = repo.pick_labs(args.labs)
     if not labs:
         raise SystemExit("no labs in solutions/ to benchmark")
     batch_lab = args.batch_lab or labs[0]
-    mode = args.mode or grade.read_settings(repo.config_dir)["mode"]
+    mode = args.mode or autograde.read_settings(repo.config_dir)["mode"]
     print(f"# bench_autograde: mode {mode}, {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
     with tempfile.TemporaryDirectory(prefix="bench-autograde-") as tmp:
-        course = testkit.copy_course(Path(tmp), sorted(set(labs) | {batch_lab}))
-        grade.generate(course)
+        course = testing.copy_course(Path(tmp), sorted(set(labs) | {batch_lab}))
+        autograde.generate(course)
         inbox = Path(tmp) / "inbox"
         for lab in course.labs():
-            source, release = testkit.notebooks(course, lab)
-            solved = submissions.solved(release, source)
+            source, release = testing.notebooks(course, lab)
+            solved = testing.solved(release, source)
             count = args.batch if lab == batch_lab else 1
             for i in range(max(count, 1)):
-                testkit.hand_in(inbox, f"s{i:03d}", lab, solved)
-        grade.collect(course, inbox)
+                testing.hand_in(inbox, f"s{i:03d}", lab, solved)
+        autograde.collect(course, inbox)
 
         rows = []
         for lab in labs:

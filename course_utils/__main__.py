@@ -9,12 +9,15 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; return its exit code."""
     parser = argparse.ArgumentParser(prog="python -m course_utils", description="Course kit tools.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("doctor", help="check this environment for the labs; paste its output when asking for help")
+    doctor_cmd = commands.add_parser("doctor", help="check this environment for the labs; paste its output when "
+                                                    "asking for help")
+    doctor_cmd.add_argument("--grading", action="store_true",
+                            help="also check what an instructor needs to grade safely (the sandbox)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from .doctor import main as doctor
 
-        return doctor()
+        return doctor(grading=args.grading)
     parser.print_help()
     return 2
 

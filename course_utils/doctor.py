@@ -250,8 +250,27 @@ def check_jupyter(report: Report) -> None:
                        f"then restart JupyterLab")
 
 
-def diagnose() -> Report:
-    """Run every check and return the report (nothing is printed)."""
+def check_grading(report: Report) -> None:
+    """For instructors: is the grading sandbox (bubblewrap, cgroup limits) available here?"""
+    import importlib.util
+
+    if importlib.util.find_spec("autograde") is None:
+        report.add("grading", "the autograde package is not installed")
+        report.warning("cannot grade here: the autograde package is missing", INSTALL_FIX)
+        return
+    from autograde.sandbox import support
+
+    found = support()
+    report.add("grading", "sandboxed (bubblewrap" + (", memory and process limits)" if found.cgroups else
+                                                     "; limits NOT enforced)")
+               if found.bwrap else "UNSANDBOXED: hand-ins would run with the grader's rights")
+    for line in found.warnings():
+        what, _, fix = line.partition(" Fix: ")
+        report.warning(what, fix.rstrip(".") or "see autograde/README.md")
+
+
+def diagnose(grading: bool = False) -> Report:
+    """Run every check (``grading``: also the instructor's grading sandbox) and return the report."""
     report = Report()
     torch_ok = check_versions(report, pinned_versions())
     if torch_ok:
@@ -262,11 +281,13 @@ def diagnose() -> Report:
         if os.environ.get(modes.MODE_VAR, "").strip():  # without it, the default mode needs torch
             check_mode(report, None)
     check_jupyter(report)
+    if grading:
+        check_grading(report)
     return report
 
 
-def main() -> int:
+def main(grading: bool = False) -> int:
     """Print the report; return the exit code (1 when something would stop a lab)."""
-    report = diagnose()
+    report = diagnose(grading)
     print(report.render(), flush=True)
     return report.exit_code

@@ -154,27 +154,28 @@ def _graded_check(model, dataset: str, label: str, sequences: bool) -> None:
 
 
 def check_accuracy(model: nn.Module, dataset: str, *, at_least: float, label: str, n_test: int | None = None,
-                   normalize: bool | tuple = False, sequences: bool = False, seed: int = 0) -> float:
+                   normalize: bool | tuple = False, sequences: bool = False, seed: int = 0) -> None:
     """Hidden-test check: the test accuracy of ``model`` must reach ``at_least``.
 
     Computes the accuracy here for the student and, when grading, exports the
     model so that the grader recomputes it outside the notebook. ``label``
-    names the check in messages and must be unique within a lab.
+    names the check in messages and must be unique within a lab. Returns
+    nothing: nbgrader would read a number left as a cell's value as partial credit.
     """
     _graded_check(model, dataset, label, sequences)
     accuracy = test_accuracy(model, dataset, n_test=n_test, seed=seed, normalize=normalize, sequences=sequences,
                              batch_size=EXPORT_BATCH)
     expect_at_least(accuracy, at_least, label)
-    return accuracy
+    print(f"{label}: {accuracy:.4f} (at least {at_least:g} needed)")
 
 
 def check_reconstruction(model: nn.Module, dataset: str, *, at_most: float, label: str,
-                         n_test: int | None = None, seed: int = 0) -> float:
+                         n_test: int | None = None, seed: int = 0) -> None:
     """Hidden-test check: the mean summed squared reconstruction error must stay at or below ``at_most``."""
     _graded_check(model, dataset, label, False)
     error = test_reconstruction_error(model, dataset, n_test=n_test, seed=seed, batch_size=EXPORT_BATCH)
     expect_at_most(error, at_most, label)
-    return error
+    print(f"{label}: {error:.4f} (at most {at_most:g} allowed)")
 
 
 # --------------------------------------------------------------------------- scoring an exported model

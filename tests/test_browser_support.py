@@ -8,7 +8,7 @@ student meets it:
   the ``NotImplementedError`` of the first blank TODO; nbgrader's Validate
   button reports failing tests.
 - **finished**: the same notebook with the solution code pasted into its TODO
-  cells (:func:`course_utils.submissions.solved`). Run All in smoke mode gives
+  cells (:func:`autograde.testing.solved`). Run All in smoke mode gives
   no error output and the lab's figures appear as images; Validate reports
   success.
 
@@ -45,7 +45,7 @@ from typing import Iterator
 import nbformat
 import pytest
 
-from course_utils.submissions import solved
+from autograde.testing import solved
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "build" / "screenshots"

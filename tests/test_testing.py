@@ -1,10 +1,10 @@
-"""course_utils.submissions: filling released notebooks by grade_id."""
+"""autograde.testing: filling released notebooks by grade_id."""
 from __future__ import annotations
 
 import nbformat
 import pytest
 
-from course_utils import submissions
+from autograde import testing
 
 
 def _cell(source, **meta):
@@ -27,7 +27,7 @@ def _notebooks():
 
 def test_solved_puts_the_solution_back_without_markers():
     source, release = _notebooks()
-    filled = submissions.solved(release, source)
+    filled = testing.solved(release, source)
     assert filled.cells[0].source == "def f(x):\n    return 2 * x"
     assert filled.cells[1].source == "assert f(2) == 4"
     assert "NotImplementedError" in release.cells[0].source  # the original is untouched
@@ -38,12 +38,12 @@ def test_solved_puts_the_solution_back_without_markers():
 def test_alternative_fixture_blocks(tmp_path):
     path = tmp_path / "alternative.py"
     path.write_text("# %% grade_id: f\nf = lambda x: x + x\n\n# %% grade_id: g\nimport math\n")
-    code = submissions.load_alternative(path)
+    code = testing.load_alternative(path)
     assert code == {"f": "f = lambda x: x + x\n", "g": "import math\n"}
     _, release = _notebooks()
     with pytest.raises(KeyError, match="'g'"):
-        submissions.fill(release, code)
-    assert submissions.fill(release, {"f": code["f"]}).cells[0].source == code["f"]
+        testing.fill(release, code)
+    assert testing.fill(release, {"f": code["f"]}).cells[0].source == code["f"]
     (tmp_path / "empty.py").write_text("print('no blocks')\n")
     with pytest.raises(ValueError, match="grade_id"):
-        submissions.load_alternative(tmp_path / "empty.py")
+        testing.load_alternative(tmp_path / "empty.py")

@@ -1,0 +1,215 @@
+"""The grading sandbox's parts on their own: bubblewrap, cgroup limits, the integrity probe, the outside scorer."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from torch import nn
+
+from autograde import sandbox, scorer
+from autograde.course import Course
+from course_utils import grading
+
+REPO = Path(__file__).resolve().parent.parent
+FOUND = sandbox.support()
+
+
+def needs(what: str) -> pytest.MarkDecorator:
+    """Skip without bubblewrap / cgroups locally; fail in CI (COURSE_SANDBOX_REQUIRED)."""
+    missing = (what == "bwrap" and not FOUND.bwrap) or (what == "cgroups" and not (FOUND.bwrap and FOUND.cgroups))
+    if os.environ.get("COURSE_SANDBOX_REQUIRED"):
+        return pytest.mark.usefixtures()  # runs, and fails where the sandbox is missing
+    return pytest.mark.skipif(missing, reason="; ".join(FOUND.warnings()) or "sandbox available")
+
+
+def run_in(prefix: list[str], code: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120, **kw)
+
+
+@needs("bwrap")
+def test_sandbox_hides_private_folders_and_allows_only_its_own(tmp_path):
+    secret_dir, secret_file, mine = tmp_path / "submitted", tmp_path / "gradebook.db", tmp_path / "mine"
+    secret_dir.mkdir()
+    (secret_dir / "other.ipynb").write_text("someone else's work")
+    secret_file.write_text("grades")
+    mine.mkdir()
+    prefix = sandbox.bwrap_prefix([secret_dir, secret_file], writable=[mine]) + ["--"]
+    code = f"""
+import os, socket
+print(sorted(os.listdir({str(secret_dir)!r})), repr(open({str(secret_file)!r}).read()))
+open({str(mine / 'out.txt')!r}, 'w').write('ok')
+for path in ({str(secret_dir / 'x')!r}, {str(tmp_path / 'x')!r}, '/root/x', {str(REPO / 'x')!r}):
+    try:
+        open(path, 'w')
+        print('wrote', path)
+    except OSError as exc:
+        print('refused', exc.strerror)
+try:
+    socket.create_connection(('1.1.1.1', 80), timeout=2)
+    print('network')
+except OSError as exc:
+    print('no network')
+print(os.getuid(), open('/proc/self/status').read().split('CapEff:')[1].split()[0])
+"""
+    out = run_in(prefix, code)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0, out.stderr
+    assert lines[0] == "[] ''"  # an empty folder and an empty file where the secrets are
+    assert (mine / "out.txt").read_text() == "ok" and (secret_dir / "other.ipynb").is_file()
+    # Writes under hidden folders and /tmp land in throwaway memory; the rest of the disk is read-only.
+    assert lines[3:5] == ["refused Read-only file system"] * 2, lines
+    assert not (secret_dir / "x").exists() and not (tmp_path / "x").exists() and not (REPO / "x").exists()
+    assert lines[5] == "no network"
+    assert lines[6] == f"{sandbox.SANDBOX_UID} 0000000000000000"  # not root, no capabilities
+
+
+@needs("cgroups")
+def test_memory_limit_kills_a_hog_and_says_so():
+    group = sandbox.Cgroup("test-mem", memory=256 << 20, processes=64)
+    try:
+        prefix = sandbox.join_cgroup(group.procs_files, sandbox.bwrap_prefix([]) + ["--"])
+        out = run_in(prefix, "x = bytearray(600 << 20)\nx[::4096] = b'1' * len(x[::4096])\nprint('survived')")
+        assert out.returncode != 0 and "survived" not in out.stdout
+        assert group.breaches() == ["used more than 256 MiB of memory (the limit); its kernel was killed"]
+    finally:
+        group.close()
+    assert not group.dirs["memory"].exists() and not group.dirs["pids"].exists()
+
+
+@needs("cgroups")
+def test_process_limit_stops_a_fork_bomb():
+    group = sandbox.Cgroup("test-pids", memory=None, processes=20)
+    try:
+        prefix = sandbox.join_cgroup(group.procs_files, [])
+        code = ("import os, time\nn = 0\nfor _ in range(100):\n    try:\n        pid = os.fork()\n"
+                "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n"
+                "    n += 1\nprint(n)")
+        proc = subprocess.Popen([*prefix, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        started = int(proc.communicate(timeout=60)[0])
+        assert started < 20
+        assert group.process_limit_hit() and "more than 20 processes" in group.breaches()[0]
+        assert group.pids()  # the sleeping children are still there...
+        group.kill()
+        assert not group.pids()  # ...until the grader kills them all
+    finally:
+        group.close()
+
+
+def test_support_explains_what_is_missing():
+    missing = sandbox.Support(bwrap=None, bwrap_problem="bwrap is not installed", cgroups=False,
+                              cgroups_problem="only root can create cgroups")
+    text = " ".join(missing.warnings())
+    assert "UNSANDBOXED" in text and "apt-get install bubblewrap" in text and "NO LIMITS" in text
+    assert sandbox.Support(bwrap="/usr/bin/bwrap", bwrap_problem="", cgroups=True, cgroups_problem="").warnings() == []
+
+
+# --------------------------------------------------------------------------- integrity probe
+
+PROBE = f"import runpy; print(runpy.run_path({str(REPO / 'course_utils' / 'integrity.py')!r})['problems']())"
+
+
+def probe(patch: str) -> list[str]:
+    code = "import torch, torch.nn.functional as F\nfrom course_utils import grading, training\n" + patch + "\n" + PROBE
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_probe_finds_nothing_in_a_clean_process():
+    assert probe("") == []
+
+
+@pytest.mark.parametrize("patch, found", [
+    ("grading.expect_close = lambda *a, **k: None", "course_utils.grading.expect_close"),
+    ("import functools\ngrading.test_accuracy = functools.wraps(grading.test_accuracy)(lambda *a, **k: 1.0)",
+     "course_utils.grading.test_accuracy"),
+    ("torch.optim.SGD.step = lambda self, closure=None: None", "torch.optim.SGD.step"),
+    ("torch.optim.Optimizer.zero_grad = lambda self, set_to_none=True: None", "torch.optim.Optimizer.zero_grad"),
+    ("torch.Tensor.backward = lambda self, *a, **k: None", "torch.Tensor.backward"),
+    ("F.softmax = lambda x, dim=None: x", "torch.nn.functional.softmax"),
+    ("torch.allclose = lambda *a, **k: True", "torch.allclose"),
+    ("import builtins\nbuiltins.round = lambda *a: 0", "builtins.round"),
+    ("class Linear(torch.nn.Module): pass\ntorch.nn.Linear = Linear", "torch.nn.Linear"),
+])
+def test_probe_names_what_was_rebound(patch, found):
+    problems = probe(patch)
+    assert any(p.startswith(found + " was replaced") for p in problems), problems
+
+
+# --------------------------------------------------------------------------- outside scoring
+
+def lab_sources() -> list[Path]:
+    return sorted(Course(REPO).folder("source").glob("*/*.ipynb"))
+
+
+@pytest.mark.parametrize("path", lab_sources(), ids=lambda p: p.stem)
+def test_every_lab_scores_its_trained_models_outside_the_kernel(path):
+    source = nbformat.read(path, as_version=4)
+    by_mode = {mode: scorer.specs(source, mode) for mode in ("smoke", "laptop", "full")}
+    assert by_mode["laptop"], f"{path.stem}: no grading.check_accuracy / check_reconstruction in a test cell"
+    assert [s.label for s in by_mode["smoke"]] == [s.label for s in by_mode["full"]]
+    for smoke, laptop in zip(by_mode["smoke"], by_mode["laptop"]):
+        assert smoke.grade_id == laptop.grade_id and smoke.dataset in ("mnist", "cifar10")
+        # smoke mode only asks for better than chance; laptop asks for more
+        assert (smoke.bound <= laptop.bound) if smoke.kind == "accuracy" else (smoke.bound >= laptop.bound)
+    assert "grading_mode()" not in path.read_text(), "hidden tests use grading.threshold(...)"
+
+
+def test_specs_refuse_what_they_cannot_read():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('grading.check_accuracy(m, "mnist", at_least=my_threshold, label="x")')
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "acc", "points": 1}
+    nb.cells = [cell]
+    with pytest.raises(ValueError, match="acc: cannot read"):
+        scorer.specs(nb, "smoke")
+
+
+class Lookup(nn.Module):
+    """Predicts from the mean pixel: a deterministic, barely trained model."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(1, 10)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1).mean(dim=1, keepdim=True))
+
+
+def test_exported_model_scores_as_the_live_one(tmp_path, mirror):
+    torch.manual_seed(0)
+    model = Lookup()
+    path = grading.export_model(model, tmp_path / grading.export_name("Some Model!"), grading.example_input("mnist"))
+    assert path.name == "some-model.pt2"
+    live = grading.test_accuracy(model, "mnist", n_test=250, batch_size=100)
+    assert grading.score_exported(path, "accuracy", "mnist", n_test=250) == pytest.approx(live)
+    spec = scorer.Spec(grade_id="acc", kind="accuracy", label="Some Model!", dataset="mnist", bound=0.9, n_test=250)
+    row, = scorer.score(tmp_path, [spec])
+    assert row["value"] == pytest.approx(live) and not row["passed"] and "needs at least 0.9" in row["message"]
+    missing, = scorer.score(tmp_path / "nowhere", [spec])
+    assert missing["value"] is None and "no trained model reached the grader" in missing["message"]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "some-model.pt2").write_bytes(b"not a model")
+    broken, = scorer.score(tmp_path / "broken", [spec])
+    assert broken["value"] is None and "could not be scored" in broken["message"]
+
+
+def test_check_accuracy_exports_only_when_the_grader_asks(tmp_path, mirror):
+    code = ("import torch\nfrom torch import nn\nfrom course_utils import grading\n"
+            "model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n"
+            "try:\n    grading.check_accuracy(model, 'mnist', at_least=0.99, n_test=200, label='the MLP')\n"
+            "except AssertionError as exc:\n    print('failed:', exc)\n")
+    env = dict(os.environ, COURSE_EXPORT_DIR=str(tmp_path / "models"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "failed: the MLP is" in out.stdout, out.stdout + out.stderr
+    assert (tmp_path / "models" / "the-mlp.pt2").is_file()
+    # Setting the variable inside the notebook does not count: only the environment the kernel started with.
+    code2 = f"import os\nos.environ['COURSE_EXPORT_DIR'] = {str(tmp_path / 'late')!r}\n" + code
+    env.pop("COURSE_EXPORT_DIR")
+    subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, env=env, timeout=300)
+    assert not (tmp_path / "late").exists()
