@@ -60,13 +60,30 @@ def image_grid(
     return fig
 
 
+def smoothing_window(n: int, window: int = 51, polyorder: int = 2) -> int | None:
+    """The Savitzky–Golay window :func:`smooth` uses for a series of ``n`` values, or None for no smoothing.
+
+    The window is odd and at most a fifth of the series: a window that spans most of a short series
+    fits one quadratic to nearly all of it, which cannot follow the shape of a learning curve and
+    bends at the ends (a 32-step curve smoothed with a 31-step window seemed to shoot up at its
+    end). Below ``2 * polyorder + 3`` points per window a fit averages too little to be worth drawing.
+    """
+    window = min(window, n // 5)
+    if window % 2 == 0:
+        window -= 1
+    return window if window >= 2 * polyorder + 3 else None
+
+
 def smooth(values: Sequence[float], window: int = 51, polyorder: int = 2) -> np.ndarray:
-    """Savitzky–Golay smoothing that also copes with series shorter than the window."""
+    """Savitzky–Golay smoothing with a window of at most a fifth of the series (see :func:`smoothing_window`).
+
+    Series too short for that (fewer than 35 values with the defaults) come back unchanged.
+    """
     y = np.asarray(values, dtype=float)
-    window = min(window, len(y) if len(y) % 2 == 1 else len(y) - 1)
-    if window <= polyorder:
-        return y
-    return savgol_filter(y, window_length=window, polyorder=polyorder)
+    used = smoothing_window(len(y), window, polyorder)
+    if used is None:
+        return y.copy()
+    return savgol_filter(y, window_length=used, polyorder=polyorder)
 
 
 def training_curves(
@@ -77,7 +94,9 @@ def training_curves(
 ) -> Figure:
     """Smoothed per-step training curves for one run or several named runs on shared axes.
 
-    Faint lines are the raw values, solid lines the Savitzky–Golay smoothed ones.
+    Faint lines are the raw values, solid lines the Savitzky–Golay smoothed ones. A run too short
+    to smooth honestly (see :func:`smoothing_window`) is drawn as one solid line of its raw values,
+    with a dot per step, and its legend entry says "unsmoothed".
     """
     if isinstance(runs, History):
         runs = {"model": runs}
@@ -90,6 +109,9 @@ def training_curves(
             if not y:
                 continue
             x = np.arange(1, len(y) + 1)
+            if smoothing_window(len(y), window) is None:
+                ax.plot(x, y, color=color, label=f"{name} (unsmoothed)", linewidth=1.2, marker=".", markersize=4)
+                continue
             ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
             ax.plot(x, smooth(y, window), color=color, label=name, linewidth=1.8)
         ax.set_xlabel("training step")
@@ -166,26 +188,62 @@ def interpolation_strips(rows: Mapping[str, torch.Tensor], *, size: float = 1.2)
     return fig
 
 
+def _spread(scores: Sequence[float]) -> float:
+    """Sample standard deviation, or NaN for a single run (one run has no measurable spread)."""
+    return float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan")
+
+
+def supported_ranking(results: Mapping[str, Sequence[float]]) -> str:
+    """The ranking that repeated runs support, e.g. ``"double > early ≈ late ≈ vanilla"``.
+
+    Models are ordered by mean score. Neighbours are joined by ``>`` only when their mean ± std
+    intervals (sample std) do not overlap, and by ``≈`` otherwise: a gap smaller than the
+    run-to-run spread is not evidence of an order. A rule of thumb, not a significance test.
+    With a single run of some model there is no spread to compare against, and the answer says so.
+    """
+    if not results or any(len(scores) == 0 for scores in results.values()):
+        raise ValueError("supported_ranking needs at least one score per model")
+    if any(len(scores) < 2 for scores in results.values()):
+        return "no ranking: a single run has no spread to compare the differences with"
+    names = sorted(results, key=lambda name: float(np.mean(results[name])), reverse=True)
+    text = names[0]
+    for better, worse in zip(names, names[1:]):
+        low = np.mean(results[better]) - _spread(results[better])
+        high = np.mean(results[worse]) + _spread(results[worse])
+        text += f" {'>' if low > high else '≈'} {worse}"
+    return text
+
+
 def compare_runs(results: Mapping[str, Sequence[float]], *, xlabel: str = "test accuracy") -> Figure:
-    """Rank models scored over repeated runs: mean ± std (sample) per model, best on top, every run a dot.
+    """Models scored over repeated runs: mean ± std (sample) per model, best mean on top, every run a dot.
 
     ``results`` maps a model name to one score per run, e.g. ``{"vanilla": [0.61, 0.60], ...}``;
-    scores in [0, 1] are shown as percentages.
+    scores in [0, 1] are shown as percentages. Error bars span mean ± std; a model with a single
+    run gets none (its spread is unknown). The title states the ranking the spread supports
+    (:func:`supported_ranking`), so that noise does not read as an order.
     """
     if not results or any(len(scores) == 0 for scores in results.values()):
         empty = [name for name, scores in results.items() if len(scores) == 0]
         raise ValueError(f"compare_runs needs at least one score per model; no scores for {empty or 'any model'}")
     names = sorted(results, key=lambda name: float(np.mean(results[name])), reverse=True)
-    fig, ax = plt.subplots(figsize=(6.5, 0.55 * len(names) + 1.4))
+    fig, ax = plt.subplots(figsize=(6.5, 0.55 * len(names) + 1.7))
     colors = sns.color_palette("tab10", len(names))
     for rank, (name, color) in enumerate(zip(names, colors)):
         scores = np.asarray(results[name], dtype=float)
-        std = scores.std(ddof=1) if len(scores) > 1 else 0.0
+        std = _spread(scores)
         ax.scatter(scores, np.full(len(scores), rank), color=color, alpha=0.45, s=22, zorder=2)
-        ax.errorbar(scores.mean(), rank, xerr=std, fmt="D", color=color, capsize=5, markersize=7, zorder=3)
+        if np.isnan(std):
+            ax.plot(scores.mean(), rank, "D", color=color, markersize=7, zorder=3)
+        else:
+            ax.errorbar(scores.mean(), rank, xerr=std, fmt="D", color=color, capsize=6, elinewidth=2,
+                        markersize=7, zorder=3)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_xlabel(f"{xlabel} (diamond: mean ± std, dots: runs)")
+    runs = sorted({len(scores) for scores in results.values()})
+    counted = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}–{runs[-1]}"
+    what = "diamond: mean ± std" if runs[-1] > 1 else "diamond: the single run"
+    ax.set_xlabel(f"{xlabel} ({what}, dots: runs; {counted} run{'s' if runs[-1] > 1 else ''} per model)")
+    ax.set_title(supported_ranking(results), fontsize=10)
     if all(0.0 <= s <= 1.0 for scores in results.values() for s in scores):
         from matplotlib.ticker import PercentFormatter
 

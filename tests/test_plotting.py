@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.collections import PathCollection
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
+
+from scipy.signal import savgol_filter
 
 from course_utils import data, plotting
 from course_utils.training import History
@@ -54,6 +57,43 @@ def test_smoothing_reduces_noise_and_copes_with_short_series():
     assert len(plotting.smooth(list(range(10)), 51)) == 10
 
 
+def test_smoothing_window_is_at_most_a_fifth_of_the_series():
+    rng = np.random.default_rng(1)
+    assert plotting.smoothing_window(1000) == 51
+    assert plotting.smoothing_window(100) == 19
+    assert plotting.smoothing_window(35) == 7
+    assert plotting.smoothing_window(34) is None
+    noisy = rng.normal(0, 1, 100)
+    assert np.allclose(plotting.smooth(noisy), savgol_filter(noisy, 19, 2))
+    short = rng.normal(0, 1, 32)
+    assert np.array_equal(plotting.smooth(short), short), "a 32-step series is drawn as it is"
+
+
+@pytest.mark.parametrize("n", [32, 40, 60, 100, 160, 300])
+def test_smoothing_follows_noiseless_learning_curves(n):
+    """Smoothing must not change the shape of a curve, least of all at its end.
+
+    The window used to be as long as the series: one quadratic over 32 steps bent a late rise upwards
+    by 14 % of its range at the last step, and moved a curve by up to 21 % of its range elsewhere.
+    """
+    t = np.arange(n)
+    for name, curve in (("saturating loss", 2.3 * np.exp(-t / (n / 6)) + 0.5),
+                        ("late rise in accuracy", 0.1 + 0.2 / (1 + np.exp(-(t - 0.75 * n) / (n / 20))))):
+        error = np.abs(plotting.smooth(curve) - curve).max() / np.ptp(curve)
+        assert error < 0.02, f"{name}, {n} steps: the smoothed curve strays {error:.1%} of its range from the data"
+
+
+def test_training_curves_draw_short_runs_unsmoothed():
+    runs = {"double": _history(np.linspace(2, 1, 32)), "vanilla": _history(np.linspace(2, 0.5, 300))}
+    fig = plotting.training_curves(runs)
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["double (unsmoothed)", "vanilla"]
+        assert len(ax.lines) == 3  # the short run once, raw; the long one raw + smoothed
+    raw = fig.axes[0].lines[0].get_ydata()
+    assert np.allclose(raw, np.linspace(2, 1, 32))
+
+
 def test_training_curves_for_several_runs_share_axes():
     runs = {"logistic": _history(np.linspace(2, 0.5, 100)), "mlp": _history(np.linspace(2, 0.1, 100))}
     fig = plotting.training_curves(runs)
@@ -97,6 +137,36 @@ def test_compare_runs_ranks_by_mean_and_draws_every_run():
     fig.canvas.draw()
     with pytest.raises(ValueError, match="early"):
         plotting.compare_runs({"vanilla": [0.5], "early": []})
+
+
+def test_compare_runs_draws_mean_plus_minus_std_error_bars():
+    results = {"vanilla": [0.40, 0.42, 0.44], "double": [0.39, 0.45, 0.41]}
+    ax = plotting.compare_runs(results).axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2, "one error bar per model with repeated runs"
+    for container, name in zip(bars, ["vanilla", "double"]):  # drawn best mean first
+        (start, end), = container.lines[2][0].get_segments()
+        scores = np.asarray(results[name])
+        assert np.allclose([start[0], end[0]], [scores.mean() - scores.std(ddof=1), scores.mean() + scores.std(ddof=1)])
+    assert "≈" in ax.get_title(), "overlapping error bars are not presented as a ranking"
+
+
+def test_compare_runs_with_one_run_per_model_claims_no_ranking():
+    fig = plotting.compare_runs({"vanilla": [0.305], "early": [0.28], "double": [0.30]})
+    ax = fig.axes[0]
+    assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)], "a single run has no spread to draw"
+    assert ax.get_title().startswith("no ranking")
+    assert "1 run per model" in ax.get_xlabel() and "nan" not in ax.get_xlabel().lower()
+    fig.canvas.draw()
+
+
+def test_supported_ranking_separates_only_what_the_spread_allows():
+    results = {"vanilla": [0.50, 0.51, 0.52], "double": [0.60, 0.61, 0.62], "late": [0.505, 0.515, 0.49]}
+    assert plotting.supported_ranking(results) == "double > vanilla ≈ late"
+    assert plotting.supported_ranking({"a": [0.5, 0.6], "b": [0.1, 0.2]}) == "a > b"
+    assert plotting.supported_ranking({"a": [0.5], "b": [0.4, 0.41]}).startswith("no ranking")
+    with pytest.raises(ValueError):
+        plotting.supported_ranking({"a": []})
 
 
 def test_attention_weights_reads_every_layer_even_when_the_model_asks_for_none():
