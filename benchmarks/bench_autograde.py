@@ -4,7 +4,7 @@
     flock /tmp/coursekit-cpu.lock python benchmarks/bench_autograde.py --mode smoke --batch 20
 
 1. For each lab (default: all in solutions/), one solution submission graded
-   alone (one process): the wall-clock seconds of ``grade.py autograde``,
+   alone (one process): the wall-clock seconds of ``python -m autograde autograde``,
    nbgrader start-up and kernel included.
 2. A batch of ``--batch`` copies of one lab's solution (default: the first
    lab), graded with ``--workers`` processes: submissions per minute.
@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import autograde
+from autograde import testing
+
 REPO = Path(__file__).resolve().parent.parent
-import autograde  # noqa: E402
-from autograde import testing  # noqa: E402
 
 
 def timed_batch(course: autograde.Course, lab: str, students: list[str], **kwargs) -> tuple[float, list[autograde.Result]]:
