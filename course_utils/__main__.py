@@ -13,11 +13,14 @@ def main(argv: list[str] | None = None) -> int:
                                                     "asking for help")
     doctor_cmd.add_argument("--grading", action="store_true",
                             help="also check what an instructor needs to grade safely (the sandbox)")
+    doctor_cmd.add_argument("--online", action="store_true",
+                            help="also check that the hosts torchvision downloads missing datasets from answer "
+                                 "(uses the network)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from .doctor import main as doctor
 
-        return doctor(grading=args.grading)
+        return doctor(grading=args.grading, online=args.online)
     parser.print_help()
     return 2
 

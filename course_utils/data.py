@@ -1,4 +1,10 @@
-"""MNIST and CIFAR-10 as in-memory tensors, with seeded splits and fast loaders.
+"""The course's datasets (MNIST, CIFAR-10) as in-memory tensors, with seeded splits and fast loaders.
+
+Every dataset is one :class:`Dataset` record in :data:`DATASETS`: its classes,
+image shape, mean/std, split sizes, the files of the offline mirror (bytes and
+sha256), the function that decodes them, its torchvision class and the names
+of its decoded cache files. The loaders and ``python -m course_utils doctor``
+read only these records; a third dataset is one more record (CONTRIBUTING.md).
 
 Each dataset is decoded once into a ``uint8`` tensor file in the cache folder
 (see :func:`course_utils.modes.cache_dir`); later loads take a fraction of a
@@ -16,37 +22,112 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tarfile
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from . import modes
 
-MNIST_CLASSES = tuple(str(d) for d in range(10))
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-# Expected bytes and sha256 of the mirror's files (see the mirror's README).
-MNIST_FILES = {
-    "train-images-idx3-ubyte": (47040016, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    "train-labels-idx1-ubyte": (60008, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    "t10k-images-idx3-ubyte": (7840016, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    "t10k-labels-idx1-ubyte": (10008, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
-}
-CIFAR10_ARCHIVE = ("cifar10-jpeg.tar.gz", 19437144, "1fab6e733a06cc26af0ccd8cfea06054bfe6fe3f0a1a296b26aac44a058c45ac")
-SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000)}
-SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-
 
 class DataError(RuntimeError):
-    """A dataset is missing or damaged; the message names the file and the fix."""
+    """A dataset is missing or damaged: ``message`` says what, ``fix`` what to do about it.
+
+    ``str(error)`` is both, as one sentence each; the doctor prints them as a
+    finding and its fix.
+    """
+
+    def __init__(self, message: str, fix: str = ""):
+        self.message = message.rstrip(". ")
+        self.fix = fix.strip().rstrip(".")
+        super().__init__(f"{self.message}. {self.fix}." if self.fix else f"{self.message}.")
+
+
+Arrays = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Everything the kit knows about one dataset; :data:`DATASETS` holds one per dataset.
+
+    ``mirror_files`` maps each file of the offline mirror (path inside the
+    mirror) to its bytes and sha256; ``decode(mirror_root)`` turns them into
+    ``train_x, train_y, test_x, test_y`` (uint8 NCHW images, int64 labels).
+    ``torchvision_class`` names the ``torchvision.datasets`` class that
+    downloads it without a mirror. ``cache_file`` is the decoded copy of the
+    mirror, ``download_cache_file`` that of a torchvision download (they
+    differ where the two sources do, e.g. CIFAR-10's JPEGs).
+    """
+
+    name: str
+    label: str
+    classes: tuple[str, ...]
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sizes: tuple[int, int]
+    mirror_files: dict[str, tuple[int, str]]
+    decode: Callable[[Path], Arrays]
+    torchvision_class: str
+    cache_file: str
+    download_cache_file: str
+
+    def __post_init__(self) -> None:
+        where = f"dataset record {self.name!r} in course_utils/data.py"
+        problems = []
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            problems.append("name must be lower case letters, digits and _ (it is the loaders' argument)")
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            problems.append(f"shape must be (channels, height, width), got {self.shape}")
+        elif not len(self.mean) == len(self.std) == self.shape[0]:
+            problems.append(f"mean and std need one value per channel ({self.shape[0]}), "
+                            f"got {len(self.mean)} and {len(self.std)}")
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            problems.append("classes must name every label once, in label order")
+        if len(self.sizes) != 2 or min(self.sizes) < 1:
+            problems.append(f"sizes must be (train images, test images), got {self.sizes}")
+        if not self.mirror_files:
+            problems.append("mirror_files must list the mirror's files with their bytes and sha256")
+        for rel, spec in self.mirror_files.items():
+            if not (len(spec) == 2 and isinstance(spec[0], int) and re.fullmatch(r"[0-9a-f]{64}", spec[1])):
+                problems.append(f"mirror file {rel}: give (bytes, sha256 as 64 hex digits), got {spec}")
+        for file in (self.cache_file, self.download_cache_file):
+            if not (file.startswith(f"{self.name}-") and file.endswith(".pt")):
+                problems.append(f"cache file {file!r} must be named '{self.name}-<source>.pt'")
+        if not callable(self.decode):
+            problems.append("decode must be a function: mirror folder -> arrays")
+        if problems:
+            raise ValueError(f"{where}: " + "; ".join(problems))
+
+    @property
+    def mirror_hint(self) -> str:
+        """The mirror's files in short: one file's name, or the folder holding several (``MNIST/raw/``)."""
+        paths = sorted(self.mirror_files)
+        if len(paths) == 1:
+            return paths[0]
+        return os.path.commonpath(paths) + "/"
+
+    def cache_files(self, mirrored: bool) -> tuple[str, ...]:
+        """The decoded copies a loader accepts: from the mirror only, or (without one) any it wrote."""
+        if mirrored:
+            return (self.cache_file,)
+        return tuple(dict.fromkeys((self.download_cache_file, self.cache_file)))
+
+    def download_urls(self) -> list[str]:
+        """Where torchvision downloads this dataset from (for the doctor's messages and its opt-in check)."""
+        from torchvision import datasets
+
+        cls = getattr(datasets, self.torchvision_class)
+        if getattr(cls, "url", None):
+            return [cls.url]
+        mirrors, resources = getattr(cls, "mirrors", []), getattr(cls, "resources", [])
+        return [f"{mirror}{resources[0][0]}" for mirror in mirrors] if resources else []
 
 
 @dataclass
@@ -74,38 +155,49 @@ def _sha256(path: Path) -> str:
 
 def _verify(path: Path, size: int, sha256: str, fix: str) -> None:
     if not path.is_file():
-        raise DataError(f"missing dataset file {path}. {fix}")
+        raise DataError(f"missing dataset file {path}", fix)
     found = path.stat().st_size
     if found != size:
-        raise DataError(f"dataset file {path} has {found} bytes, expected {size} (truncated or wrong file). {fix}")
+        raise DataError(f"dataset file {path} has {found} bytes, expected {size} (truncated or wrong file)", fix)
     if _sha256(path) != sha256:
-        raise DataError(f"dataset file {path} is corrupt (sha256 mismatch). {fix}")
+        raise DataError(f"dataset file {path} is corrupt (sha256 mismatch)", fix)
 
 
 def _mirror_fix(root: Path) -> str:
     return (f"Restore the file in the mirror {root} (compare with its README), point "
-            f"{modes.DATA_VAR} at an intact mirror, or unset it to download with torchvision.")
+            f"{modes.DATA_VAR} at an intact mirror, or unset it to download with torchvision")
+
+
+def mirror_layout() -> str:
+    """What a mirror folder holds, in words: ``MNIST/raw/ and cifar10-jpeg.tar.gz``."""
+    hints = [d.mirror_hint for d in DATASETS.values()]
+    return hints[0] if len(hints) == 1 else ", ".join(hints[:-1]) + " and " + hints[-1]
+
+
+def dataset(name: str) -> Dataset:
+    """The record of ``name`` (any case); ``ValueError`` naming the known datasets otherwise."""
+    record = DATASETS.get(str(name).lower())
+    if record is None:
+        raise ValueError(f"unknown dataset {name!r}; use one of {', '.join(repr(n) for n in DATASETS)}.")
+    return record
 
 
 def mirror_files(name: str) -> dict[str, tuple[int, str]]:
     """Path inside the mirror -> (bytes, sha256) of every file ``name`` is decoded from."""
-    if name == "mnist":
-        return {f"MNIST/raw/{file}": spec for file, spec in MNIST_FILES.items()}
-    file, size, sha = CIFAR10_ARCHIVE
-    return {file: (size, sha)}
+    return dict(dataset(name).mirror_files)
 
 
 def verify_mirror(name: str, root: Path, fix: str | None = None) -> None:
     """Raise :class:`DataError` naming the first missing, truncated or corrupt mirror file of ``name``.
 
-    ``fix`` is the advice appended to the message (default: how to repair the mirror).
+    ``fix`` is the error's advice (default: how to repair the mirror).
     """
     fix = _mirror_fix(root) if fix is None else fix
     for rel, (size, sha) in mirror_files(name).items():
         _verify(root / rel, size, sha, fix)
 
 
-def _mnist_from_mirror(root: Path) -> dict[str, torch.Tensor]:
+def _mnist_from_mirror(root: Path) -> Arrays:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     verify_mirror("mnist", root)
@@ -118,15 +210,15 @@ def _mnist_from_mirror(root: Path) -> dict[str, torch.Tensor]:
     }
 
 
-def _cifar10_from_mirror(root: Path) -> dict[str, torch.Tensor]:
+def _cifar10_from_mirror(root: Path) -> Arrays:
     from torchvision.io import decode_jpeg
 
     verify_mirror("cifar10", root)
-    archive = root / CIFAR10_ARCHIVE[0]
+    [archive] = DATASETS["cifar10"].mirror_files
     blobs: dict[str, list[torch.Tensor]] = {"train": [], "test": []}
     labels: dict[str, list[int]] = {"train": [], "test": []}
-    index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
-    with tarfile.open(archive) as tar:
+    index = {c: i for i, c in enumerate(DATASETS["cifar10"].classes)}
+    with tarfile.open(root / archive) as tar:
         for member in tar:
             parts = member.name.split("/")
             if not member.isfile() or len(parts) != 4 or not parts[3].endswith(".jpg"):
@@ -147,18 +239,62 @@ def _cifar10_from_mirror(root: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _download(name: str, folder: Path) -> dict[str, torch.Tensor]:
+# --------------------------------------------------------------------------- the registry
+
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+# Expected bytes and sha256 of the mirror's files (see the mirror's README).
+MNIST_FILES = {
+    "train-images-idx3-ubyte": (47040016, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "train-labels-idx1-ubyte": (60008, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "t10k-images-idx3-ubyte": (7840016, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "t10k-labels-idx1-ubyte": (10008, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+}
+CIFAR10_ARCHIVE = ("cifar10-jpeg.tar.gz", 19437144, "1fab6e733a06cc26af0ccd8cfea06054bfe6fe3f0a1a296b26aac44a058c45ac")
+
+DATASETS: dict[str, Dataset] = {
+    record.name: record for record in (
+        Dataset(
+            name="mnist", label="MNIST", classes=MNIST_CLASSES, shape=(1, 28, 28),
+            mean=MNIST_MEAN, std=MNIST_STD, sizes=(60000, 10000),
+            mirror_files={f"MNIST/raw/{file}": spec for file, spec in MNIST_FILES.items()},
+            decode=_mnist_from_mirror, torchvision_class="MNIST",
+            # The mirror's IDX bytes are the canonical ones: one decoded copy serves both sources.
+            cache_file="mnist-idx.pt", download_cache_file="mnist-idx.pt",
+        ),
+        Dataset(
+            name="cifar10", label="CIFAR-10", classes=CIFAR10_CLASSES, shape=(3, 32, 32),
+            mean=CIFAR10_MEAN, std=CIFAR10_STD, sizes=(50000, 10000),
+            mirror_files={CIFAR10_ARCHIVE[0]: CIFAR10_ARCHIVE[1:]},
+            decode=_cifar10_from_mirror, torchvision_class="CIFAR10",
+            # The mirror's JPEGs differ slightly from torchvision's pickled arrays.
+            cache_file="cifar10-jpeg.pt", download_cache_file="cifar10-pickle.pt",
+        ),
+    )
+}
+# Per-name views of the registry, as other modules and notebooks use them.
+SIZES = {name: record.sizes for name, record in DATASETS.items()}
+SHAPES = {name: record.shape for name, record in DATASETS.items()}
+
+
+# --------------------------------------------------------------------------- loading
+
+def _download(name: str, folder: Path) -> Arrays:
     """Download with torchvision into ``folder`` and return uint8 NCHW tensors."""
     from torchvision import datasets
 
-    cls = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10}[name]
+    record = dataset(name)
+    cls = getattr(datasets, record.torchvision_class)
     try:
         train, test = (cls(str(folder), train=t, download=True) for t in (True, False))
     except Exception as exc:  # network errors come in many types
         raise DataError(
-            f"could not download {name} with torchvision ({type(exc).__name__}: {exc}). "
-            f"Without internet, set {modes.DATA_VAR} to an offline mirror folder "
-            f"(holding MNIST/raw/ and cifar10-jpeg.tar.gz)."
+            f"could not download {record.label} with torchvision ({type(exc).__name__}: {exc})",
+            f"Without internet, set {modes.DATA_VAR} to an offline mirror folder (holding {mirror_layout()})",
         ) from exc
     out = {}
     for split, ds in (("train", train), ("test", test)):
@@ -168,10 +304,11 @@ def _download(name: str, folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_arrays(name: str, arrays: dict[str, torch.Tensor]) -> None:
-    for split, n in zip(("train", "test"), SIZES[name]):
+def _check_arrays(name: str, arrays: Arrays) -> None:
+    record = dataset(name)
+    for split, n in zip(("train", "test"), record.sizes):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
-        if x.shape != (n, *SHAPES[name]) or x.dtype != torch.uint8 or y.shape != (n,):
+        if x.shape != (n, *record.shape) or x.dtype != torch.uint8 or y.shape != (n,):
             raise DataError(f"{name} {split}: unexpected shapes {tuple(x.shape)} / {tuple(y.shape)}")
 
 
@@ -186,7 +323,7 @@ def _write_atomic(arrays: dict, path: Path) -> None:
             os.remove(tmp)
 
 
-def _read_cache(name: str, path: Path) -> dict[str, torch.Tensor] | None:
+def _read_cache(name: str, path: Path) -> Arrays | None:
     if not path.is_file():
         return None
     try:
@@ -199,37 +336,33 @@ def _read_cache(name: str, path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def load_arrays(name: str, root: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
-    """All images and labels of ``name`` ('mnist' or 'cifar10') as uint8 NCHW / int64 tensors.
+def load_arrays(name: str, root: str | os.PathLike | None = None) -> Arrays:
+    """All images and labels of ``name`` (a key of :data:`DATASETS`) as uint8 NCHW / int64 tensors.
 
     Returns a dict with ``train_x, train_y, test_x, test_y``. See the module
     docstring for where the data comes from.
     """
-    name = name.lower()
-    if name not in SIZES:
-        raise ValueError(f"unknown dataset {name!r}; use 'mnist' or 'cifar10'.")
+    record = dataset(name)
+    name = record.name
     mirror = Path(root).expanduser().resolve() if root is not None else modes.data_dir()
     cache = modes.cache_dir()
     if mirror is not None:
-        # MNIST's mirror bytes are the canonical ones; CIFAR-10's JPEGs differ slightly.
-        kind = "idx" if name == "mnist" else "jpeg"
-        path = cache / f"{name}-{kind}.pt"
+        path = cache / record.cache_file
         arrays = _read_cache(name, path)
         if arrays is None:
             if not mirror.is_dir():
-                raise DataError(f"dataset folder {mirror} does not exist. {_mirror_fix(mirror)}")
-            arrays = (_mnist_from_mirror if name == "mnist" else _cifar10_from_mirror)(mirror)
+                raise DataError(f"dataset folder {mirror} does not exist", _mirror_fix(mirror))
+            arrays = record.decode(mirror)
             _check_arrays(name, arrays)
             _write_atomic(arrays, path)
         return arrays
-    candidates = [cache / f"{name}-{kind}.pt" for kind in ("idx", "pickle", "jpeg")]
-    for path in candidates:
-        arrays = _read_cache(name, path)
+    for file in record.cache_files(mirrored=False):
+        arrays = _read_cache(name, cache / file)
         if arrays is not None:
             return arrays
     arrays = _download(name, cache / "downloads")
     _check_arrays(name, arrays)
-    _write_atomic(arrays, cache / f"{name}-{'idx' if name == 'mnist' else 'pickle'}.pt")
+    _write_atomic(arrays, cache / record.download_cache_file)
     return arrays
 
 
@@ -273,8 +406,9 @@ def load_splits(
         raise ValueError(f"n_val must be between 0 and {n_full - 1}, got {n_val}")
     if n_train is not None and n_train + n_val > n_full:
         raise ValueError(f"n_train + n_val = {n_train + n_val} exceeds the {n_full} training images")
+    record = dataset(name)
     if normalize is True:
-        normalize = (MNIST_MEAN, MNIST_STD) if name.lower() == "mnist" else (CIFAR10_MEAN, CIFAR10_STD)
+        normalize = (record.mean, record.std)
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(n_full, generator=gen)
     val_idx = order[:n_val]
@@ -286,12 +420,11 @@ def load_splits(
     def make(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> TensorDataset:
         return TensorDataset(_to_float(x[idx], normalize), y[idx].clone())
 
-    classes = MNIST_CLASSES if name.lower() == "mnist" else CIFAR10_CLASSES
     return Splits(
         train=make(arrays["train_x"], arrays["train_y"], train_idx),
         val=make(arrays["train_x"], arrays["train_y"], val_idx),
         test=make(arrays["test_x"], arrays["test_y"], test_idx),
-        classes=classes,
+        classes=record.classes,
     )
 
 

@@ -4,7 +4,13 @@ It prints a few lines a student can paste into a forum post (versions, device,
 run mode, where the datasets come from, nbgrader's Jupyter extensions), then
 one line per problem with its fix. The exit code is 1 when something would
 stop a lab (a ``PROBLEM`` line) and 0 otherwise (``WARNING`` lines do not
-stop a lab: a missing Validate button, versions other than the pinned ones).
+stop a lab: a missing Validate button, versions other than the pinned ones, a
+dataset that is neither cached nor mirrored and so needs the internet).
+
+The datasets come from the registry in :mod:`course_utils.data`; their errors
+carry their own fix (``DataError.fix``), printed as is. Nothing here uses the
+network unless asked to: ``doctor --online`` also checks that the hosts
+torchvision downloads a missing dataset from answer.
 
 Nothing here imports torch at module level, so a broken or missing PyTorch is
 reported instead of crashing the doctor.
@@ -70,7 +76,7 @@ class Report:
         if problems:
             lines.append(f"{problems} problem(s) would stop a lab: fix the PROBLEM lines above, then run the doctor again.")
         elif warnings:
-            lines.append(f"ready for the labs, with {warnings} warning(s) above.")
+            lines.append(f"no problem that stops a lab, but {warnings} warning(s) above: read them before you start.")
         else:
             lines.append("ready for the labs: no problems found.")
         return "\n".join(lines)
@@ -158,45 +164,96 @@ def check_mode(report: Report, device: str | None) -> None:
                        f"`export {modes.MODE_VAR}=laptop` for CPU-sized runs")
 
 
-def check_dataset(report: Report, name: str, label: str, mirror: Path | None, cache: Path) -> None:
-    """Where ``name`` will be loaded from, in the loader's order (see course_utils.data)."""
+def _probe_url(url: str, timeout: float = 10.0) -> str | None:
+    """None when ``url``'s host answers an HTTP HEAD request, else what went wrong (network access!)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # the host answered, if only with an error status
+    except Exception as exc:  # DNS, refused, timeout, TLS: all mean "cannot download"
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(url).netloc or url
+
+
+def check_download(report: Report, record, cache: Path) -> None:
+    """Opt-in (``doctor --online``): does a host torchvision downloads ``record`` from answer?"""
+    urls = record.download_urls()
+    errors = {}
+    for url in urls:
+        error = _probe_url(url)
+        if error is None:
+            report.add(f"{record.label} host", f"{_host(url)} answers")
+            return
+        errors[_host(url)] = error
+    report.add(f"{record.label} host", "no download host answers")
+    report.problem(f"{record.label} is neither cached nor mirrored, and no host torchvision downloads it from "
+                   f"answers ({'; '.join(f'{h}: {e}' for h, e in errors.items()) or 'no address known'}), "
+                   f"so the labs that use it stop at their data cell",
+                   f"connect to the internet and run the doctor again, or point {modes.DATA_VAR} at an offline "
+                   f"mirror (the folder holding {record.mirror_hint})")
+
+
+def check_dataset(report: Report, name: str, mirror: Path | None, cache: Path, online: bool = False) -> None:
+    """Where dataset ``name`` will be loaded from, in the loader's order (see course_utils.data).
+
+    ``online``: without a mirror or a decoded copy, also check that a download host answers.
+    """
     from . import data
 
+    record = data.dataset(name)
+    label = record.label
     # With a mirror the loader reads only the cache decoded from it; without, any cache it wrote.
-    kinds = ("idx" if name == "mnist" else "jpeg",) if mirror is not None else ("idx", "pickle", "jpeg")
-    for kind in kinds:
-        cached = cache / f"{name}-{kind}.pt"
+    for file in record.cache_files(mirrored=mirror is not None):
+        cached = cache / file
         if cached.is_file():
             report.add(label, f"decoded cache {cached}")
             return
     if mirror is not None:
         try:
-            data.verify_mirror(name, mirror, fix="")
+            data.verify_mirror(name, mirror)
         except data.DataError as exc:
             report.add(label, f"damaged or missing in the mirror {mirror}")
-            report.problem(str(exc).strip(), f"restore the file in {mirror} (compare with its README), point "
-                           f"{modes.DATA_VAR} at an intact mirror, or unset it to download with torchvision")
+            report.problem(exc.message, exc.fix)
             return
         report.add(label, f"mirror {mirror} (decoded into {cache} on first use)")
         first_use = "decoded"
     else:
         report.add(label, f"not found yet: downloads with torchvision into {cache} on first use (needs internet)")
+        hosts = ", ".join(dict.fromkeys(_host(url) for url in record.download_urls())) or "the internet"
+        report.warning(f"{label} is neither cached nor in an offline mirror: the first lab that uses it downloads "
+                       f"it with torchvision (torchvision.datasets.{record.torchvision_class}, from {hosts}), and "
+                       f"stops at its data cell without internet",
+                       f"stay online the first time a lab loads {label}, or point {modes.DATA_VAR} at an offline "
+                       f"mirror (the folder holding {record.mirror_hint}): `export {modes.DATA_VAR}=/path/to/mirror`")
+        if online:
+            check_download(report, record, cache)
         first_use = "downloaded"
     if not os.access(cache, os.W_OK):
         report.problem(f"the cache folder {cache} is not writable, so {label} cannot be {first_use}",
                        f"point {modes.CACHE_VAR} at a folder you can write to")
 
 
-def check_data(report: Report) -> None:
-    """MNIST and CIFAR-10: mirror (COURSE_DATA_DIR), decoded cache, or download on first use."""
+def check_data(report: Report, online: bool = False) -> None:
+    """Every dataset of the registry: mirror (COURSE_DATA_DIR), decoded cache, or download on first use."""
+    from . import data
+
     try:
         mirror = modes.data_dir()
     except modes.ConfigError:
         value = os.environ.get(modes.DATA_VAR, "")
         report.add("data", f"{modes.DATA_VAR}={value!r} is not a folder")
         report.problem(f"{modes.DATA_VAR}={value!r} is not a folder, so no lab can load its data",
-                       f"point {modes.DATA_VAR} at the dataset mirror (the folder holding MNIST/raw/ and "
-                       f"cifar10-jpeg.tar.gz), or `unset {modes.DATA_VAR}` to download with torchvision")
+                       f"point {modes.DATA_VAR} at the dataset mirror (the folder holding {data.mirror_layout()}), "
+                       f"or `unset {modes.DATA_VAR}` to download with torchvision")
         return
     try:
         cache = modes.cache_dir()
@@ -205,8 +262,8 @@ def check_data(report: Report) -> None:
         report.problem(f"the dataset cache folder cannot be created ({exc})",
                        f"point {modes.CACHE_VAR} at a folder you can write to")
         return
-    for name, label in (("mnist", "MNIST"), ("cifar10", "CIFAR-10")):
-        check_dataset(report, name, label, mirror, cache)
+    for name in data.DATASETS:
+        check_dataset(report, name, mirror, cache, online=online)
 
 
 def check_jupyter(report: Report) -> None:
@@ -269,13 +326,18 @@ def check_grading(report: Report) -> None:
         report.warning(what, fix.rstrip(".") or "see autograde/README.md")
 
 
-def diagnose(grading: bool = False) -> Report:
-    """Run every check (``grading``: also the instructor's grading sandbox) and return the report."""
+def diagnose(grading: bool = False, online: bool = False) -> Report:
+    """Run every check and return the report.
+
+    ``grading``: also the instructor's grading sandbox; ``online``: also ask the
+    download hosts of datasets that are neither cached nor mirrored whether they
+    answer (network access; never the default).
+    """
     report = Report()
     torch_ok = check_versions(report, pinned_versions())
     if torch_ok:
         check_mode(report, check_device(report))
-        check_data(report)
+        check_data(report, online=online)
     else:
         report.add("device, data", "not checked until torch imports")
         if os.environ.get(modes.MODE_VAR, "").strip():  # without it, the default mode needs torch
@@ -286,8 +348,8 @@ def diagnose(grading: bool = False) -> Report:
     return report
 
 
-def main(grading: bool = False) -> int:
+def main(grading: bool = False, online: bool = False) -> int:
     """Print the report; return the exit code (1 when something would stop a lab)."""
-    report = diagnose(grading)
+    report = diagnose(grading, online)
     print(report.render(), flush=True)
     return report.exit_code

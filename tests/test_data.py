@@ -1,6 +1,7 @@
 """course_utils.data on the real datasets: contents, splits, loaders, cache and error handling."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -36,8 +37,65 @@ def test_cifar10_arrays_are_balanced_with_known_channel_statistics():
 
 
 def test_unknown_dataset_name_is_rejected():
-    with pytest.raises(ValueError, match="mnist"):
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; use one of 'mnist', 'cifar10'"):
         data.load_arrays("imagenet")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.load_splits("svhn")
+
+
+# --------------------------------------------------------------------------- the registry
+# These run over every record in data.DATASETS: a new dataset is checked as soon as it is registered.
+
+@pytest.mark.parametrize("name", list(data.DATASETS))
+def test_every_dataset_decodes_to_what_its_record_says(name):
+    """Shapes, sizes, labels and channel statistics of the decoded data match the registry record."""
+    record = data.DATASETS[name]
+    arrays = data.load_arrays(name)
+    for split, n in zip(("train", "test"), record.sizes):
+        assert arrays[f"{split}_x"].shape == (n, *record.shape), f"{name} {split}: not {record.shape} images"
+        labels = arrays[f"{split}_y"]
+        assert labels.min() == 0 and labels.max() == len(record.classes) - 1, \
+            f"{name} {split}: labels should cover 0..{len(record.classes) - 1} (one per class in the record)"
+    sample = arrays["train_x"][::10].float().div(255)
+    mean, std = sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3))
+    assert torch.allclose(mean, torch.tensor(record.mean), atol=0.01), f"{name}: record mean {record.mean}, data {mean}"
+    assert torch.allclose(std, torch.tensor(record.std), atol=0.01), f"{name}: record std {record.std}, data {std}"
+    splits = data.load_splits(name, n_train=8, n_test=8, normalize=True)
+    assert splits.classes == record.classes and splits.train.tensors[0].shape == (8, *record.shape)
+
+
+@pytest.mark.parametrize("name", list(data.DATASETS))
+def test_every_dataset_record_is_complete(name):
+    """What the loaders and the doctor need from a record: a torchvision class, a shortcut, distinct caches."""
+    import torchvision.datasets
+
+    record = data.DATASETS[name]
+    assert hasattr(torchvision.datasets, record.torchvision_class), \
+        f"{name}: torchvision.datasets has no class {record.torchvision_class!r} to download it without a mirror"
+    assert record.download_urls(), f"{name}: cannot tell where torchvision downloads {record.torchvision_class} from"
+    assert callable(getattr(data, name, None)), f"add the shortcut `def {name}(**kwargs)` to course_utils/data.py"
+    assert data.SHAPES[name] == record.shape and data.SIZES[name] == record.sizes
+    others = {f for other in data.DATASETS.values() if other is not record
+              for f in (other.cache_file, other.download_cache_file)}
+    assert not others & {record.cache_file, record.download_cache_file}, f"{name}: a cache file name is taken"
+    assert record.mirror_hint in data.mirror_layout()
+
+
+def test_a_broken_record_is_refused_with_what_is_missing():
+    good = data.DATASETS["mnist"]
+    with pytest.raises(ValueError, match="mean and std need one value per channel"):
+        dataclasses.replace(good, name="digits", mean=(0.1, 0.2), cache_file="digits-idx.pt",
+                            download_cache_file="digits-idx.pt")
+    with pytest.raises(ValueError, match="sha256"):
+        dataclasses.replace(good, mirror_files={"x.bin": (10, "not-a-checksum")})
+    with pytest.raises(ValueError, match="cache file 'mnist-idx.pt' must be named 'digits-<source>.pt'"):
+        dataclasses.replace(good, name="digits")
+
+
+def test_data_errors_carry_their_fix():
+    err = data.DataError("missing dataset file /m/x.", "Restore it.")
+    assert (err.message, err.fix, str(err)) == ("missing dataset file /m/x", "Restore it", "missing dataset file /m/x. Restore it.")
+    assert str(data.DataError("no fix known")) == "no fix known."
 
 
 # --------------------------------------------------------------------------- splits
@@ -150,7 +208,7 @@ def test_decoded_cache_is_written_once_and_reused(mirror, fresh_cache, monkeypat
     def must_not_decode(root):
         raise AssertionError("decoded the mirror again instead of using the cache")
 
-    monkeypatch.setattr(data, "_mnist_from_mirror", must_not_decode)
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(data.DATASETS["mnist"], decode=must_not_decode))
     again = data.load_arrays("mnist")
     assert torch.equal(first["test_x"], again["test_x"])
     # Without a mirror configured, the cached copy is found too (no download attempted).
@@ -198,6 +256,7 @@ def test_missing_mirror_file_names_the_file_and_the_fix(mirror, fresh_cache, tmp
     with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte") as err:
         data.load_arrays("mnist", root=tmp_path / "mirror")
     assert "COURSE_DATA_DIR" in str(err.value)
+    assert "t10k-labels-idx1-ubyte" in err.value.message and "COURSE_DATA_DIR" in err.value.fix
     assert not any(fresh_cache.glob("*.pt"))
 
 

@@ -13,6 +13,15 @@ import torchvision
 from course_utils import data, doctor
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """The doctor's download check (``--online``) never reaches the network in tests."""
+    def refuse(url, timeout=10.0):
+        raise AssertionError(f"a test asked the doctor to contact {url}")
+
+    monkeypatch.setattr(doctor, "_probe_url", refuse)
+
+
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m course_utils ARGS`` in a fresh interpreter."""
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
@@ -80,7 +89,8 @@ def test_damaged_mirror_names_the_file(monkeypatch, tmp_path, mirror, fresh_cach
     report = doctor.diagnose()
     assert report.exit_code == 1
     [line] = lines(report, "problem")
-    assert "t10k-labels-idx1-ubyte has 100 bytes, expected 10008" in line and "Fix:" in line
+    assert "t10k-labels-idx1-ubyte has 100 bytes, expected 10008" in line
+    assert f"(truncated or wrong file). Fix: Restore the file in the mirror {fake} (compare with its README)" in line
     assert facts(report)["CIFAR-10"].startswith(f"mirror {fake}"), "the intact CIFAR-10 archive is found"
 
 
@@ -95,7 +105,53 @@ def test_where_the_data_comes_from(monkeypatch, mirror, fresh_cache):
     monkeypatch.delenv("COURSE_DATA_DIR")
     report = doctor.diagnose()
     assert facts(report)["CIFAR-10"].startswith("not found yet: downloads with torchvision")
-    assert report.exit_code == 0, "downloading on first use is not a problem"
+    assert facts(report)["MNIST"] == f"decoded cache {fresh_cache / 'mnist-idx.pt'}", "any decoded copy serves offline"
+    assert report.exit_code == 0, "downloading on first use does not stop a lab"
+
+
+def test_offline_without_cache_or_mirror_is_a_warning_naming_download_and_mirror(monkeypatch, fresh_cache):
+    """Tried as a student would: no mirror, nothing decoded yet; the doctor must not say "no problems found"."""
+    monkeypatch.setenv("COURSE_MODE", "smoke")
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    report = doctor.diagnose()
+    warnings = lines(report, "warning")
+    for name, record in data.DATASETS.items():
+        [line] = [w for w in warnings if w.startswith(f"WARNING: {record.label} is neither cached")]
+        assert f"downloads it with torchvision (torchvision.datasets.{record.torchvision_class}, from " in line
+        assert "without internet" in line
+        assert f"Fix: stay online the first time a lab loads {record.label}, or point COURSE_DATA_DIR at an " \
+               f"offline mirror (the folder holding {record.mirror_hint})" in line
+    assert report.exit_code == 0
+    summary = report.render().splitlines()[-1]
+    assert "no problems found" not in summary and f"{len(data.DATASETS)} warning(s)" in summary, summary
+
+
+def test_download_check_is_opt_in(monkeypatch, fresh_cache):
+    """``doctor --online`` asks the download hosts; without it nothing is contacted (see no_network)."""
+    monkeypatch.setenv("COURSE_MODE", "smoke")
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    asked = []
+    monkeypatch.setattr(doctor, "_probe_url", lambda url, timeout=10.0: asked.append(url) or "URLError: offline")
+    report = doctor.diagnose()
+    assert not asked and report.exit_code == 0
+    report = doctor.diagnose(online=True)
+    assert asked and report.exit_code == 1
+    problems = lines(report, "problem")
+    assert any(p.startswith("PROBLEM: CIFAR-10 is neither cached nor mirrored, and no host") and "URLError: offline" in p
+               and "Fix: connect to the internet and run the doctor again, or point COURSE_DATA_DIR" in p
+               for p in problems), problems
+    monkeypatch.setattr(doctor, "_probe_url", lambda url, timeout=10.0: None)
+    report = doctor.diagnose(online=True)
+    assert report.exit_code == 0 and facts(report)["CIFAR-10 host"] == "www.cs.toronto.edu answers"
+
+
+def test_online_flag_on_the_command_line(monkeypatch):
+    from course_utils.__main__ import main
+
+    called = {}
+    monkeypatch.setattr(doctor, "main", lambda grading=False, online=False: called.update(grading=grading, online=online) or 0)
+    assert main(["doctor", "--online"]) == 0
+    assert called == {"grading": False, "online": True}
 
 
 def test_disabled_validate_extensions_are_warnings(monkeypatch, tmp_path):
