@@ -3,7 +3,7 @@
     python -m autograde generate [LAB ...]       solutions/ -> notebooks/ (student versions)
     python -m autograde check [LAB ...]          notebooks/ equals what nbgrader generates?
     python -m autograde collect FOLDER           FOLDER/<student>/<lab>/<lab>.ipynb -> autograde/submitted/
-    python -m autograde autograde [LAB ...]      run every collected submission (sandboxed), fill the gradebook
+    python -m autograde autograde [LAB ...]      run every collected submission (sandboxed, on Dask), fill the gradebook
     python -m autograde feedback [LAB ...]       HTML feedback per student in autograde/feedback/
     python -m autograde export [--to FILE]       all grades as CSV (default autograde/grades.csv)
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from course_utils.modes import MODES
 
-from . import collect as collect_mod
 from . import pipeline, publish, release
+from .collect import collect
 from .config import parse_size
 from .course import REPO, Course, GradingError
 
@@ -50,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
     s = steps.add_parser("autograde", help="grade collected submissions in parallel, sandboxed")
     s.add_argument("labs", nargs="*", help="lab ids (default: all)")
     s.add_argument("--student", action="append", help="only this student (repeatable)")
-    s.add_argument("--workers", type=int, help="parallel processes (default: CPU cores, at most 8)")
+    s.add_argument("--workers", type=int, help="local worker processes (default: CPU cores, at most 8)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="grade on a running Dask cluster (e.g. tcp://host:8786) "
+                                                          "instead of local worker processes")
     s.add_argument("--force", action="store_true", help="regrade submissions graded before")
     s.add_argument("--mode", choices=MODES, help="run mode (default: COURSE_GRADING_MODE, else laptop)")
     s.add_argument("--cell-timeout", type=int, help="seconds per cell (default: the mode's)")
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print("notebooks/ matches solutions/")
     elif args.step == "collect":
-        rows = collect_mod.collect(course, args.folder, update=args.update)
+        rows = collect(course, args.folder, update=args.update)
         for row in rows:
             print(f"{row['student']:>16} {row['lab']:<28} {row['status']:<9} {row['message']}")
         if not rows:
@@ -91,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
                                      force=args.force, mode=args.mode, cell_timeout=args.cell_timeout,
                                      submission_timeout=args.submission_timeout, sandboxed=args.sandbox,
                                      memory=args.memory_limit, processes=args.process_limit,
+                                     scheduler=args.scheduler, progress=sys.stderr.isatty(),
                                      on_result=_print_result)
         return 1 if any(r.status != "graded" for r in results) else 0
     elif args.step == "feedback":

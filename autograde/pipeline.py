@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +50,7 @@ class Result:
     outside: list[dict] = field(default_factory=list)   # the outside scorer's rows
     overrides: dict[str, float] = field(default_factory=dict, repr=False)
     db: Path | None = field(default=None, repr=False)   # private gradebook to merge, when grades were saved
+    db_bytes: bytes | None = field(default=None, repr=False)  # the same, carried back from a Dask worker
 
 
 @dataclass
@@ -65,6 +65,16 @@ class Plan:
     sandbox: bool
     cgroups: bool
     hidden: list[Path]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when its parent (a grading worker) dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _kill_tree(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -173,7 +183,8 @@ def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan,
     try:
         with open(result.log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=course.config_dir, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                    env=dict(env, **{sandbox.SANDBOX_VAR: json.dumps(kernel_plan)}))
+                                    env=dict(env, **{sandbox.SANDBOX_VAR: json.dumps(kernel_plan)}),
+                                    preexec_fn=_die_with_parent if os.name == "posix" else None)
             code = _wait(proc, cgroup, plan.submission_timeout)
         breaches = cgroup.breaches() if cgroup else []
         result.seconds = time.perf_counter() - start
@@ -237,8 +248,8 @@ def _wait(proc: subprocess.Popen, cgroup: sandbox.Cgroup | None, timeout: float)
             return None
 
 
-def make_plan(course: Course, settings: dict, *, sandboxed: bool | None, memory: int | None,
-              processes: int | None, work_root: Path) -> Plan:
+def make_plan(course: Course, settings: dict, *, work_root: Path, sandboxed: bool | None = None,
+              memory: int | None = None, processes: int | None = None) -> Plan:
     """The sandbox and limits for this run; ``sandboxed=None`` uses what the machine offers."""
     found = sandbox.support()
     if sandboxed and not found.bwrap:
@@ -265,19 +276,50 @@ def _prepare_data(course: Course, labs: list[str]) -> None:
                 raise GradingError(f"the labs need {name}, which cannot be loaded: {exc}") from exc
 
 
+def grade_task(course_root: str, lab: str, student: str, *, settings: dict, options: dict, env: dict,
+               specs: list[scorer.Spec]) -> Result:
+    """One submission as a Dask task: sandbox plan, grading and scoring on this worker; the private gradebook
+    comes back in the result, so the client can merge it wherever the worker ran."""
+    course = Course(Path(course_root))
+    work_root = Path(tempfile.mkdtemp(prefix="coursekit-grading-"))
+    try:
+        plan = make_plan(course, settings, work_root=work_root, **options)
+        if plan.sandbox:
+            _prepare_data(course, [lab])
+        result = grade_one(course, lab, student, work_root / f"{lab}-{student}", plan=plan, env=env, specs=specs)
+        if result.db is not None:
+            result.db_bytes, result.db = result.db.read_bytes(), None
+        return result
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+
+
+def _lost(lab: str, student: str, exc: BaseException) -> Result:
+    return Result(student, lab, status="error",
+                  message=f"the grading worker was lost twice while grading it ({type(exc).__name__}); "
+                          f"grade it again with --student {student}")
+
+
 def autograde(course: Course, labs: list[str] | None = None, *, students: list[str] | None = None,
               workers: int | None = None, force: bool = False, mode: str | None = None,
               cell_timeout: int | None = None, submission_timeout: float | None = None,
               sandboxed: bool | None = None, memory: int | None = None, processes: int | None = None,
-              on_result=None) -> list[Result]:
-    """Grade collected submissions in parallel processes; the gradebook gets every result.
+              scheduler: str | None = None, progress: bool = False, on_result=None) -> list[Result]:
+    """Grade collected submissions as Dask tasks; the gradebook gets every result, merged one at a time.
 
-    A submission that fails, dies or runs past a limit becomes an error row for
-    that student only (with the grades of the tests that ran, where nbgrader
-    saved them). Without ``force``, submissions already graded (and not
-    collected again since) are skipped. ``on_result(result)`` is called as each
-    result is recorded.
+    ``scheduler`` is the address of a running Dask scheduler; without it a
+    ``LocalCluster`` of ``workers`` processes is started. A submission that
+    fails, dies or runs past a limit becomes an error row for that student only
+    (with the grades of the tests that ran, where nbgrader saved them); one
+    whose worker dies is retried once. Without ``force``, submissions already
+    graded (and not collected again since) are skipped, so a run stopped with
+    Ctrl-C continues where it stopped. ``on_result(result)`` is called as each
+    result is recorded; ``progress`` shows a progress bar.
     """
+    from distributed import as_completed
+
+    from .cluster import open_client
+
     settings = dict(course.settings(), **(grading_settings(mode) if mode else {}))
     if cell_timeout:
         settings["cell_timeout"] = cell_timeout
@@ -303,40 +345,73 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
                            f"`python -m autograde generate` first")
     specs = {lab: scorer.specs(nbformat.read(course.folder("source") / lab / f"{lab}.ipynb", as_version=4),
                                settings["mode"]) for lab in job_labs}
+    options = {"sandboxed": sandboxed, "memory": memory, "processes": processes}
+    plan = make_plan(course, settings, work_root=Path(tempfile.gettempdir()), **options)
+    for warning in sandbox.support().warnings() if plan.sandbox or sandboxed is None else []:
+        log.warning(warning)
+    if not plan.sandbox:
+        log.warning("UNSANDBOXED: submissions run with the grader's rights")
+    log.info("grading %d submission(s) in mode %s with %s; limits: %d s per cell, %.0f s per submission%s",
+             len(jobs), plan.mode, f"the cluster at {scheduler}" if scheduler else f"{workers} process(es)",
+             plan.cell_timeout, plan.submission_timeout,
+             f", {sandbox.human_bytes(plan.memory)} and {plan.processes} processes, sandboxed"
+             if plan.cgroups else (", sandboxed without limits" if plan.sandbox else ""))
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="coursekit-grading-") as tmp:
-        plan = make_plan(course, settings, sandboxed=sandboxed, memory=memory, processes=processes,
-                         work_root=Path(tmp))
-        for warning in sandbox.support().warnings() if plan.sandbox or sandboxed is None else []:
-            log.warning(warning)
-        if not plan.sandbox:
-            log.warning("UNSANDBOXED: submissions run with the grader's rights")
-        if jobs and plan.sandbox:
-            _prepare_data(course, job_labs)
-        log.info("grading %d submission(s) in mode %s with %d process(es); limits: %d s per cell, %.0f s per "
-                 "submission%s", len(jobs), plan.mode, workers, plan.cell_timeout, plan.submission_timeout,
-                 f", {sandbox.human_bytes(plan.memory)} and {plan.processes} processes, sandboxed"
-                 if plan.cgroups else (", sandboxed without limits" if plan.sandbox else ""))
-        with ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(grade_one, course, lab, s, Path(tmp) / f"{lab}-{s}", plan=plan, env=env,
-                                   specs=specs[lab]) for lab, s in jobs]
-            for future in futures:  # in submission order; merging is serial, so writes never overlap
-                result = future.result()
-                recorded = True
-                if result.db is not None:
-                    try:
-                        result.score, result.max_score = gradebook.merge_grades(
-                            result.db, main_db, settings["course_id"], result.lab, result.student, result.overrides)
-                    except Exception as exc:  # not the student's fault: the next run tries again
-                        result.status, result.message = "error", f"could not record the grades: {exc}"
-                        recorded = False
-                if recorded:
-                    with open(result.log, "a") as out:
-                        out.write(f"\n{DONE} {result.status} {result.message}\n")
+    if jobs:
+        with open_client(scheduler, workers) as client, tempfile.TemporaryDirectory(prefix="gradebooks-") as tmp:
+            from .cluster import dashboard
+
+            if (link := dashboard(client)) is not None:
+                log.info("Dask dashboard: %s", link)
+            futures = {client.submit(grade_task, str(course.root), lab, s, settings=settings, options=options,
+                                     env=env, specs=specs[lab], key=f"grade-{lab}-{s}-{os.urandom(4).hex()}",
+                                     retries=1, pure=False): (lab, s) for lab, s in jobs}
+            bar = _progress(len(jobs)) if progress else None
+            for future in as_completed(futures):  # merging is serial, so writes never overlap
+                lab, student = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # KilledWorker, a lost connection: not the student's doing
+                    result = _lost(lab, student, exc)
+                _record(course, result, main_db, settings["course_id"], Path(tmp))
+                results.append(result)
                 if on_result:
                     on_result(result)
-                results.append(result)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(errors=sum(r.status != "graded" for r in results), refresh=False)
+            if bar is not None:
+                bar.close()
     path = report.write_csv(course.config_dir / "reports", results)
     if path:
         log.info("report: %s", path)
+    for lab in job_labs:
+        log.info("course report: %s", report.write_html(course, lab, [r for r in results if r.lab == lab]))
     return results
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="graded", unit="hand-in", file=sys.stderr)
+
+
+def _record(course: Course, result: Result, main_db: Path, course_id: str, tmp: Path) -> None:
+    """Merge one result into the main gradebook and mark its log as done (not when the merge failed)."""
+    recorded = True
+    if result.db_bytes is not None:
+        result.db = tmp / f"{result.lab}-{result.student}.db"
+        result.db.write_bytes(result.db_bytes)
+        result.db_bytes = None
+    if result.db is not None:
+        try:
+            result.score, result.max_score = gradebook.merge_grades(
+                result.db, main_db, course_id, result.lab, result.student, result.overrides)
+        except Exception as exc:  # not the student's fault: the next run tries again
+            result.status, result.message = "error", f"could not record the grades: {exc}"
+            recorded = False
+    if not result.log:
+        result.log = str(log_path(course, result.lab, result.student))
+    if recorded and Path(result.log).is_file():
+        with open(result.log, "a") as out:
+            out.write(f"\n{DONE} {result.status} {result.message}\n")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -172,3 +174,91 @@ def test_grading_mode_ignores_a_mode_set_inside_the_notebook():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=autograde.tool_env(COURSE_MODE="laptop"), check=True)
     assert out.stdout.split() == ["smoke", "laptop"]
+
+
+def slow_batch(course: autograde.Course, inbox: Path, n: int, seconds: int) -> list[str]:
+    """``n`` solved toy hand-ins, each with a cell that sleeps ``seconds`` (time to kill a worker)."""
+    autograde.generate(course)
+    source, release = testing.notebooks(course, LAB)
+    slow = testing.insert_before_tests(testing.solved(release, source), f"import time\ntime.sleep({seconds})")
+    students = [f"s{i}" for i in range(n)]
+    for student in students:
+        testing.hand_in(inbox, student, LAB, slow)
+    autograde.collect(course, inbox)
+    return students
+
+
+def recorded_once(course: autograde.Course, students: list[str]) -> None:
+    """Every student graded with full marks, once in the gradebook and once in their log."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.settings()["db_url"], course.settings()["course_id"]) as gb:
+        ids = [s.student.id for s in gb.find_assignment(LAB).submissions]
+    assert sorted(ids) == students
+    for student in students:
+        assert testing.item_scores(course, LAB, student) == {"test_double": (1, 1), "test_mean": (2, 2)}
+        log = (course.config_dir / "reports" / "logs" / LAB / f"{student}.log").read_text()
+        assert log.count("autograde finished: graded") == 1, log[-500:]
+
+
+def test_a_worker_that_dies_mid_task_loses_no_grade(toy, tmp_path):
+    """A LocalCluster of 2 workers; one worker process is killed while it grades: its task is retried once."""
+    import threading
+
+    import psutil
+
+    students = slow_batch(toy, tmp_path / "inbox", 4, 8)
+    killed = []
+
+    def kill_a_grading_worker():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    if "nbgrader" in " ".join(proc.cmdline()) and "autograde" in proc.cmdline():
+                        worker = proc.parent()
+                        time.sleep(3)  # mid-task: nbgrader and its kernel are running
+                        worker.kill()
+                        killed.append(worker.pid)
+                        return
+                except psutil.Error:
+                    continue
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_grading_worker)
+    killer.start()
+    results = autograde.autograde(toy, [LAB], mode="smoke", workers=2)
+    killer.join()
+    assert killed, "no grading worker was found to kill"
+    assert sorted(r.student for r in results) == students
+    assert all(r.status == "graded" for r in results), [(r.student, r.message) for r in results]
+    recorded_once(toy, students)
+    assert (toy.config_dir / "reports" / f"{LAB}.html").read_text().count("data:image/png;base64") == 2
+
+
+def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
+    """`dask scheduler` and `dask worker` as their own processes; the CLI grades through --scheduler."""
+    students = slow_batch(toy, tmp_path / "inbox", 2, 1)
+    address_file = tmp_path / "scheduler.json"
+    env = autograde.tool_env()
+    dask_cli = [str(Path(sys.executable).parent / "dask")]
+    scheduler = subprocess.Popen([*dask_cli, "scheduler", "--scheduler-file", str(address_file), "--port", "0",
+                                  "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not address_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(address_file.read_text())["address"]
+        worker = subprocess.Popen([*dask_cli, "worker", "--scheduler-file", str(address_file), "--nthreads", "1",
+                                   "--no-dashboard", "--no-nanny"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        out = run_cli(toy, "autograde", "--mode", "smoke", "--scheduler", address)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"with the cluster at {address}" in out.stdout
+        recorded_once(toy, students)
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)

@@ -1,0 +1,56 @@
+"""Where submissions are graded: a Dask cluster, local by default.
+
+Each submission is one Dask task (:func:`autograde.pipeline.grade_task`); the
+client merges results into the gradebook one at a time as they arrive. By
+default :func:`open_client` starts a ``LocalCluster`` with one single-threaded
+worker process per requested worker; ``--scheduler ADDRESS`` connects to a
+running cluster instead (workers started with ``dask worker``, on a Slurm
+cluster with ``dask-jobqueue``, on Kubernetes with ``dask-kubernetes``: see
+autograde/README.md). A task whose worker dies is retried once on another
+worker (``distributed.scheduler.allowed-failures = 1``), then becomes an
+error row.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+ALLOWED_FAILURES = 1  # a task whose worker died is retried once, then reported
+
+
+@contextlib.contextmanager
+def open_client(scheduler: str | None = None, workers: int = 1) -> Iterator:
+    """A ``distributed.Client`` on ``scheduler``, or on a new ``LocalCluster`` of ``workers`` processes."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                          "distributed.worker.daemon": False,  # workers start nbgrader processes
+                          "distributed.logging.distributed": "error"}):
+        if scheduler:
+            with Client(scheduler, timeout="30s") as client:
+                yield client
+            return
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
+                          dashboard_address=_dashboard_address(), silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client:
+            yield client
+
+
+def _dashboard_address() -> str | None:
+    """Serve the Dask dashboard on a free port when bokeh is installed, else none."""
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return None
+    return ":0"
+
+
+def dashboard(client) -> str | None:
+    """The dashboard's address, when the cluster serves one."""
+    try:
+        return client.dashboard_link if client.scheduler_info().get("services", {}).get("dashboard") else None
+    except Exception:  # no dashboard, or an old scheduler
+        return None
