@@ -27,8 +27,12 @@ from pathlib import Path
 
 from . import modes
 
-REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
-INSTALL_FIX = "run `pip install -r requirements.txt` in the course folder (or `bash scripts/setup.sh`)"
+# The students' pinned file (generated from pyproject.toml); requirements.txt adds grading and test tooling.
+REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements-student.txt"
+INSTALL_FIX = "run `pip install -r requirements-student.txt` in the course folder (or `bash scripts/setup.sh`)"
+GRADING_INSTALL_FIX = ("run `pip install -r requirements.txt` in the course folder (the grading and test tooling; "
+                       "or `bash scripts/setup.sh .venv requirements.txt`)")
+GRADING_EXTRA = "grading"
 VALIDATE_SERVER_EXTENSION = "nbgrader.server_extensions.validate_assignment"
 VALIDATE_LAB_PLUGIN = "@jupyter/nbgrader:validate-assignment"
 
@@ -85,7 +89,7 @@ class Report:
 # --------------------------------------------------------------------------- checks
 
 def pinned_versions(path: Path = REQUIREMENTS) -> dict[str, str]:
-    """``name -> version`` of the ``name==version`` lines in requirements.txt ({} when absent)."""
+    """``name -> version`` of the ``name==version`` lines of a requirements file ({} when absent)."""
     if not path.is_file():
         return {}
     pins = {}
@@ -307,14 +311,34 @@ def check_jupyter(report: Report) -> None:
                        f"then restart JupyterLab")
 
 
+def missing_extra(extra: str) -> list[str]:
+    """Packages of the course kit's ``extra`` (pyproject.toml, as installed) that are not installed."""
+    try:
+        requires = metadata.requires("course-utils") or []
+    except metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for line in requires:
+        spec, _, marker = line.partition(";")
+        if f'extra == "{extra}"' not in marker.replace("'", '"'):
+            continue
+        name = re.split(r"[\s<>=!~\[(]", spec.strip(), maxsplit=1)[0]
+        if _installed(name) is None:
+            missing.append(name)
+    return missing
+
+
 def check_grading(report: Report) -> None:
     """For instructors: is the grading sandbox (bubblewrap, cgroup limits) available here?"""
     import importlib.util
 
     if importlib.util.find_spec("autograde") is None:
         report.add("grading", "the autograde package is not installed")
-        report.warning("cannot grade here: the autograde package is missing", INSTALL_FIX)
+        report.warning("cannot grade here: the autograde package is missing", GRADING_INSTALL_FIX)
         return
+    missing = missing_extra(GRADING_EXTRA)
+    if missing:
+        report.warning(f"the grading packages {', '.join(missing)} are not installed", GRADING_INSTALL_FIX)
     from autograde.sandbox import support
 
     found = support()

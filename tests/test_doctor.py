@@ -175,7 +175,7 @@ def test_disabled_validate_extensions_are_warnings(monkeypatch, tmp_path):
 
 
 def test_enabled_extensions_are_found():
-    """This environment has nbgrader installed as requirements.txt pins it: both parts are enabled."""
+    """This environment has nbgrader installed as the requirement files pin it: both parts are enabled."""
     report = doctor.Report()
     doctor.check_jupyter(report)
     assert facts(report)["nbgrader"].endswith("JupyterLab extension enabled; validate server extension enabled")
@@ -187,7 +187,7 @@ def test_missing_torch_is_a_problem_not_a_crash():
             "runpy.run_module('course_utils', run_name='__main__')")
     result = run_cli("-c", code, env={"COURSE_MODE": "smoke"})
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "PROBLEM: torch is" in result.stdout and "pip install -r requirements.txt" in result.stdout
+    assert "PROBLEM: torch is" in result.stdout and "pip install -r requirements-student.txt" in result.stdout
     assert "Traceback" not in result.stderr
 
 
@@ -207,10 +207,18 @@ def test_other_torch_version_is_a_warning():
 
 
 def test_pinned_versions_match_this_environment():
-    """requirements.txt and the environment agree (the doctor's version check compares exactly these)."""
+    """requirements-student.txt and the environment agree (the doctor's version check compares exactly these)."""
     pins = doctor.pinned_versions()
     if not pins:
-        pytest.skip("requirements.txt not found next to course_utils")
+        pytest.skip("requirements-student.txt not found next to course_utils")
     report = doctor.Report()
     doctor.check_versions(report, pins)
     assert not report.findings, report.render()
+
+
+def test_missing_grading_packages_are_named(monkeypatch):
+    """``doctor --grading`` names the grading extra's packages this environment lacks."""
+    monkeypatch.setattr(doctor.metadata, "requires", lambda name: [
+        "torch>=2.4", 'dask>=2024.1; extra == "grading"', 'pytest>=8; extra == "test"',
+        'no-such-package-xyz>=1; extra == "grading"'])
+    assert doctor.missing_extra("grading") == ["no-such-package-xyz"]
