@@ -48,6 +48,7 @@ class Result:
     message: str = ""
     log: str = ""
     outside: list[dict] = field(default_factory=list)   # the outside scorer's rows
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: nbgrader, scoring, merge
     overrides: dict[str, float] = field(default_factory=dict, repr=False)
     db: Path | None = field(default=None, repr=False)   # private gradebook to merge, when grades were saved
     db_bytes: bytes | None = field(default=None, repr=False)  # the same, carried back from a Dask worker
@@ -186,6 +187,7 @@ def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan,
                                     env=dict(env, **{sandbox.SANDBOX_VAR: json.dumps(kernel_plan)}),
                                     preexec_fn=_die_with_parent if os.name == "posix" else None)
             code = _wait(proc, cgroup, plan.submission_timeout)
+        result.timings["nbgrader"] = time.perf_counter() - start
         breaches = cgroup.breaches() if cgroup else []
         result.seconds = time.perf_counter() - start
         graded = course.folder("autograded") / student / lab / f"{lab}.ipynb"
@@ -215,7 +217,9 @@ def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan,
             if tampered:
                 notes.append(f"grading helpers altered in the kernel, affected tests score 0 ({tampered[0][:300]})")
             if specs:
+                scoring_start = time.perf_counter()
                 result.outside = _score_outside(course, lab, student, work, plan, specs, env, cgroup)
+                result.timings["scoring"] = time.perf_counter() - scoring_start
                 result.overrides = {row["grade_id"]: 0.0 for row in result.outside if not row["passed"]}
                 if result.overrides:
                     _annotate(graded, result.outside)
@@ -405,8 +409,10 @@ def _record(course: Course, result: Result, main_db: Path, course_id: str, tmp: 
         result.db_bytes = None
     if result.db is not None:
         try:
+            merge_start = time.perf_counter()
             result.score, result.max_score = gradebook.merge_grades(
                 result.db, main_db, course_id, result.lab, result.student, result.overrides)
+            result.timings["merge"] = time.perf_counter() - merge_start
         except Exception as exc:  # not the student's fault: the next run tries again
             result.status, result.message = "error", f"could not record the grades: {exc}"
             recorded = False

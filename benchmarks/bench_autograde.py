@@ -1,23 +1,26 @@
-"""How fast the instructor's pipeline grades: seconds per submission per lab, submissions per minute.
+"""What grading costs: seconds per submission per lab, throughput per core for 1, 2 and N workers, overheads.
 
-    flock /tmp/coursekit-cpu.lock python benchmarks/bench_autograde.py            # grading mode of the config
-    flock /tmp/coursekit-cpu.lock python benchmarks/bench_autograde.py --mode smoke --batch 20
+    flock /tmp/coursekit-cpu.lock python benchmarks/bench_autograde.py                 # the grading mode (laptop)
+    flock /tmp/coursekit-cpu.lock python benchmarks/bench_autograde.py --mode smoke --labs lab1_mnist_mlp
 
-1. For each lab (default: all in solutions/), one solution submission graded
-   alone (one process): the wall-clock seconds of ``python -m autograde autograde``,
-   nbgrader start-up and kernel included.
-2. A batch of ``--batch`` copies of one lab's solution (default: the first
-   lab), graded with ``--workers`` processes: submissions per minute.
+For each lab, the solution pasted into the released notebook is graded (sandboxed, through the
+Dask LocalCluster, as ``python -m autograde autograde`` does):
 
-Everything happens in a temporary copy of the course; the repository's
-gradebook is not touched. Run it under the CPU lock so other jobs do not
-distort the figures.
+1. alone, with one worker: wall-clock seconds per submission, split into nbgrader's run (kernel
+   start and the notebook itself), the outside scoring of the exported models, and the merge;
+2. as a batch of ``--batch`` copies with 1, 2 and N workers (N = the CPU cores): seconds per
+   submission, submissions per hour, and per hour per core.
+
+The fixed overhead that is not the notebook's own run (cluster start, nbgrader and kernel start,
+sandbox, merge) is measured on the toy lab, whose notebook costs nothing. Use the figures with
+the sizing rule in autograde/README.md.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -29,58 +32,69 @@ from autograde import testing
 REPO = Path(__file__).resolve().parent.parent
 
 
-def timed_batch(course: autograde.Course, lab: str, students: list[str], **kwargs) -> tuple[float, list[autograde.Result]]:
+def grade(course: autograde.Course, lab: str, students: list[str], workers: int, mode: str) -> tuple[float, list]:
     start = time.perf_counter()
-    results = autograde.autograde(course, [lab], students=students, force=True, **kwargs)
-    return time.perf_counter() - start, results
+    results = autograde.autograde(course, [lab], students=students, workers=workers, force=True, mode=mode)
+    seconds = time.perf_counter() - start
+    bad = [r for r in results if r.status != "graded"]
+    if bad:
+        raise SystemExit(f"{lab}: {len(bad)} submission(s) did not grade: {bad[0].message}")
+    return seconds, results
+
+
+def part(results: list, name: str) -> float:
+    return statistics.mean(r.timings.get(name, 0.0) for r in results)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=("smoke", "laptop", "full"), help="grading mode (default: the config's)")
-    parser.add_argument("--labs", nargs="*", help="labs for the per-submission figure (default: all)")
-    parser.add_argument("--batch", type=int, default=20, help="submissions in the batch (0 skips it)")
-    parser.add_argument("--batch-lab", help="lab of the batch (default: the first lab)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the batch")
+    parser.add_argument("--labs", nargs="*", help="labs to measure (default: all)")
+    parser.add_argument("--batch", type=int, default=4, help="submissions per batch (0 skips the batches)")
+    parser.add_argument("--workers", type=int, nargs="*", help="worker counts for the batches (default: 1 2 N)")
     args = parser.parse_args()
 
     repo = autograde.Course(REPO)
     labs = repo.pick_labs(args.labs)
-    if not labs:
-        raise SystemExit("no labs in solutions/ to benchmark")
-    batch_lab = args.batch_lab or labs[0]
-    mode = args.mode or autograde.read_settings(repo.config_dir)["mode"]
-    print(f"# bench_autograde: mode {mode}, {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
+    cores = os.cpu_count() or 1
+    mode = args.mode or repo.settings()["mode"]
+    counts = sorted(set(args.workers or [1, 2, cores]))
+    print(f"# bench_autograde: mode {mode}, {cores} CPU cores, {platform.processor() or platform.machine()}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    rows, batches = [], []
     with tempfile.TemporaryDirectory(prefix="bench-autograde-") as tmp:
-        course = testing.copy_course(Path(tmp), sorted(set(labs) | {batch_lab}))
+        course = testing.copy_course(Path(tmp), labs)
+        testing.write_toy_lab(course)
         autograde.generate(course)
         inbox = Path(tmp) / "inbox"
+        n = max(args.batch, 1)
         for lab in course.labs():
             source, release = testing.notebooks(course, lab)
-            solved = testing.solved(release, source)
-            count = args.batch if lab == batch_lab else 1
-            for i in range(max(count, 1)):
-                testing.hand_in(inbox, f"s{i:03d}", lab, solved)
+            for i in range(n):
+                testing.hand_in(inbox, f"s{i:03d}", lab, testing.solved(release, source))
         autograde.collect(course, inbox)
+        for lab in [testing.TOY_LAB, *labs]:
+            seconds, results = grade(course, lab, ["s000"], 1, mode)
+            rows.append((lab, seconds, part(results, "nbgrader"), part(results, "scoring"), part(results, "merge")))
+            print(f"{lab}: {seconds:.1f} s alone", flush=True)
+            for workers in counts if args.batch and lab != testing.TOY_LAB else []:
+                students = [f"s{i:03d}" for i in range(args.batch)]
+                seconds, _ = grade(course, lab, students, workers, mode)
+                batches.append((lab, workers, seconds / args.batch))
+                print(f"{lab}: batch of {args.batch} with {workers} worker(s) {seconds:.1f} s", flush=True)
 
-        rows = []
-        for lab in labs:
-            seconds, results = timed_batch(course, lab, ["s000"], workers=1, mode=mode)
-            r = results[0]
-            rows.append((lab, seconds, f"{r.score:g}/{r.max_score:g}" if r.status == "graded" else r.message))
-        if args.batch:
-            students = [f"s{i:03d}" for i in range(args.batch)]
-            batch_seconds, results = timed_batch(course, batch_lab, students, workers=args.workers, mode=mode)
-            ok = sum(r.status == "graded" for r in results)
-
-    print(f"\n## one submission, one process (mode {mode})")
-    print("| lab | seconds | score |\n| --- | ---: | --- |")
-    for lab, seconds, score in rows:
-        print(f"| {lab} | {seconds:.1f} | {score} |")
-    if args.batch:
-        print(f"\n## batch of {args.batch} x {batch_lab}, {args.workers} processes (mode {mode})")
-        print(f"{batch_seconds:.1f} s in all, {args.batch / batch_seconds * 60:.2f} submissions per minute, "
-              f"{ok}/{args.batch} graded")
+    print(f"\n## one submission alone, one worker (mode {mode}; seconds)")
+    print("| lab | whole | nbgrader run | outside scoring | merge | overhead (whole - nbgrader run) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for lab, whole, run, scoring, merge in rows:
+        print(f"| {lab} | {whole:.1f} | {run:.1f} | {scoring:.1f} | {merge:.2f} | {whole - run:.1f} |")
+    if batches:
+        print(f"\n## batches of {args.batch} (mode {mode})")
+        print("| lab | workers | seconds per submission | submissions per hour | per hour per core |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for lab, workers, per in batches:
+            used = min(workers, cores)
+            print(f"| {lab} | {workers} | {per:.1f} | {3600 / per:.0f} | {3600 / per / used:.0f} |")
     return 0
 
 
