@@ -102,13 +102,23 @@ def _empty_file() -> str:
     return path
 
 
+def gpu_devices() -> list[str]:
+    """NVIDIA device nodes of this machine (bound into the sandbox so ``full`` mode can use the GPU)."""
+    import glob
+
+    return sorted(glob.glob("/dev/nvidia*"))
+
+
 def bwrap_prefix(hidden: list[Path], *, writable: list[Path] = (), readonly: list[Path] = ()) -> list[str]:
     """``bwrap ...`` up to the command: ``hidden`` paths look empty, ``writable``/``readonly`` are bound back.
 
-    Binds come after the masks, so a folder inside a hidden one can be shown again.
+    Binds come after the masks, so a folder inside a hidden one can be shown again. The GPU's
+    device nodes, where there are any, stay usable.
     """
     bwrap = support().bwrap or "bwrap"
     args = [bwrap, *base_args()]
+    for device in gpu_devices():
+        args += ["--dev-bind", device, device]
     for path in hidden:
         if path.is_dir():
             args += ["--tmpfs", str(path)]
