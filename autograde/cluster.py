@@ -34,22 +34,17 @@ def open_client(scheduler: str | None = None, workers: int = 1) -> Iterator:
                 yield client
             return
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
-                          dashboard_address=_dashboard_address(), silence_logs=logging.ERROR) as cluster, \
+                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
             yield client
 
 
-def _dashboard_address() -> str | None:
-    """Serve the Dask dashboard on a free port when bokeh is installed, else none."""
-    try:
-        import bokeh  # noqa: F401
-    except ImportError:
-        return None
-    return ":0"
-
-
 def dashboard(client) -> str | None:
-    """The dashboard's address, when the cluster serves one."""
+    """The dashboard's address, when the cluster serves one (it needs ``bokeh``)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        return None
     try:
         return client.dashboard_link if client.scheduler_info().get("services", {}).get("dashboard") else None
     except Exception:  # no dashboard, or an old scheduler
