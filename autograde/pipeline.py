@@ -320,10 +320,6 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
     Ctrl-C continues where it stopped. ``on_result(result)`` is called as each
     result is recorded; ``progress`` shows a progress bar.
     """
-    from distributed import as_completed
-
-    from .cluster import open_client
-
     settings = dict(course.settings(), **(grading_settings(mode) if mode else {}))
     if cell_timeout:
         settings["cell_timeout"] = cell_timeout
@@ -361,37 +357,50 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
              f", {sandbox.human_bytes(plan.memory)} and {plan.processes} processes, sandboxed"
              if plan.cgroups else (", sandboxed without limits" if plan.sandbox else ""))
     results: list[Result] = []
-    if jobs:
-        with open_client(scheduler, workers) as client, tempfile.TemporaryDirectory(prefix="gradebooks-") as tmp:
-            from .cluster import dashboard
-
-            if (link := dashboard(client)) is not None:
-                log.info("Dask dashboard: %s", link)
-            futures = {client.submit(grade_task, str(course.root), lab, s, settings=settings, options=options,
-                                     env=env, specs=specs[lab], key=f"grade-{lab}-{s}-{os.urandom(4).hex()}",
-                                     retries=1, pure=False): (lab, s) for lab, s in jobs}
-            bar = _progress(len(jobs)) if progress else None
-            for future in as_completed(futures):  # merging is serial, so writes never overlap
-                lab, student = futures[future]
-                try:
-                    result = future.result()
-                except Exception as exc:  # KilledWorker, a lost connection: not the student's doing
-                    result = _lost(lab, student, exc)
-                _record(course, result, main_db, settings["course_id"], Path(tmp))
-                results.append(result)
-                if on_result:
-                    on_result(result)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(errors=sum(r.status != "graded" for r in results), refresh=False)
-            if bar is not None:
-                bar.close()
-    path = report.write_csv(course.config_dir / "reports", results)
-    if path:
-        log.info("report: %s", path)
+    try:
+        if jobs:
+            _run(course, jobs, results, scheduler=scheduler, workers=workers, progress=progress, on_result=on_result,
+                 task_args={"settings": settings, "options": options, "env": env}, specs=specs,
+                 main_db=main_db, course_id=settings["course_id"])
+    finally:  # also after Ctrl-C: the report holds every result recorded so far
+        path = report.write_csv(course.config_dir / "reports", results)
+        if path:
+            log.info("report: %s", path)
     for lab in job_labs:
         log.info("course report: %s", report.write_html(course, lab, [r for r in results if r.lab == lab]))
     return results
+
+
+def _run(course: Course, jobs: list[tuple[str, str]], results: list[Result], *, scheduler: str | None,
+         workers: int, progress: bool, on_result, task_args: dict, specs: dict, main_db: Path,
+         course_id: str) -> None:
+    """Submit every job to the cluster and record each result as it arrives (appending to ``results``)."""
+    from distributed import as_completed
+
+    from .cluster import dashboard, open_client
+
+    with open_client(scheduler, workers) as client, tempfile.TemporaryDirectory(prefix="gradebooks-") as tmp:
+        if (link := dashboard(client)) is not None:
+            log.info("Dask dashboard: %s", link)
+        futures = {client.submit(grade_task, str(course.root), lab, s, specs=specs[lab], **task_args,
+                                 key=f"grade-{lab}-{s}-{os.urandom(4).hex()}", retries=1, pure=False): (lab, s)
+                   for lab, s in jobs}
+        bar = _progress(len(jobs)) if progress else None
+        for future in as_completed(futures):  # merging is serial, so writes never overlap
+            lab, student = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # KilledWorker, a lost connection: not the student's doing
+                result = _lost(lab, student, exc)
+            _record(course, result, main_db, course_id, Path(tmp))
+            results.append(result)
+            if on_result:
+                on_result(result)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(errors=sum(r.status != "graded" for r in results), refresh=False)
+        if bar is not None:
+            bar.close()
 
 
 def _progress(total: int):
