@@ -1,0 +1,149 @@
+"""Students' validation that tells the truth: nbgrader's Validate button and ``nbgrader validate``.
+
+nbgrader validates a notebook by running it from the top in a fresh kernel and
+checking the test cells. Left alone, it gives every cell 30 seconds, interrupts
+a cell that takes longer, and still reports "Success! Your notebook passes all
+the tests." when the test cells after an interrupted training cell happen to
+pass. :func:`configure` (called by ``notebooks/nbgrader_config.py``) changes
+that, for validation only (the settings live under ``Validator``, so nbgrader's
+other commands, grading included, never see them):
+
+- every cell gets the time its run mode needs, :data:`course_utils.modes.CELL_TIME_LIMITS`
+  (the grader's own limit per cell): 300 s in smoke mode, 1800 s in laptop mode,
+  3600 s in full mode;
+- a cell still running at that limit is interrupted and shows a
+  ``CellTimeoutError`` that says after how long it was stopped;
+- every test cell after a cut-off cell fails with an error naming that cell
+  (the nearest before it), so the report lists the cut-off and does not say
+  "Success" (see :class:`CutOffReport`).
+
+``nbgrader validate --Validator.Execute.timeout=SECONDS NOTEBOOK`` sets another limit for one run.
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+
+from . import modes
+
+TIMEOUT_ENAME = "CellTimeoutError"  # nbgrader's name for an interrupted cell; kept, so tools still recognise it
+RED, RESET = "\x1b[0;31m", "\x1b[0m"
+WIDTH = 80  # nbgrader validate indents error lines by 4 and cuts them at 87 characters
+
+
+def time_limit(mode: str | None = None) -> tuple[int, str]:
+    """Seconds per cell for ``mode`` (default: ``COURSE_MODE``) and the mode in words.
+
+    Without ``COURSE_MODE`` the kernel picks ``full`` on a CUDA GPU and
+    ``laptop`` otherwise; deciding which would mean importing torch in the
+    Jupyter server, so the larger limit of the two applies. An invalid value
+    stops every lab at its setup cell anyway; the largest limit applies.
+    """
+    value = (mode or os.environ.get(modes.MODE_VAR, "")).strip().lower()
+    if value in modes.MODES:
+        return modes.CELL_TIME_LIMITS[value], f"{value} mode"
+    if not value:
+        return max(modes.CELL_TIME_LIMITS["laptop"], modes.CELL_TIME_LIMITS["full"]), "laptop or full mode (by hardware)"
+    return max(modes.CELL_TIME_LIMITS.values()), f"{modes.MODE_VAR}={value!r}"
+
+
+def _first_line(source: str, width: int = 60) -> str:
+    line = next((x.strip() for x in source.splitlines() if x.strip() and not x.strip().startswith("#")), "")
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def _is_grade(cell) -> bool:
+    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("grade"))
+
+
+def _error(evalue: str, hint: str = "") -> dict:
+    """An error output; its traceback is wrapped, as ``nbgrader validate`` cuts lines at 90 characters."""
+    text = textwrap.wrap(f"{TIMEOUT_ENAME}: {evalue}", WIDTH, break_on_hyphens=False)
+    text[0] = text[0].replace(TIMEOUT_ENAME, f"{RED}{TIMEOUT_ENAME}{RESET}", 1)
+    traceback = ["\n".join(text)] + (["\n".join(textwrap.wrap(hint, WIDTH, break_on_hyphens=False))] if hint else [])
+    return {"output_type": "error", "ename": TIMEOUT_ENAME, "evalue": evalue, "traceback": traceback}
+
+
+# State of the notebook being validated. nbgrader loads its config files several times (and
+# nbclient re-applies the config), so one run's hooks may belong to different CutOffReport
+# instances; they share this. A run starts at cell 0 (notebooks are validated one at a time).
+_RUN: dict = {}
+
+
+def _run() -> dict:
+    if not _RUN:
+        _RUN.update(cut=[], started={}, swapped={}, replaced=set())
+    return _RUN
+
+
+class CutOffReport:
+    """nbclient's hooks (``Execute.on_cell_*``) that make a cut-off visible in the validation report.
+
+    nbclient offers no hook after a cell that passes, and none at the end of a
+    notebook run the way nbgrader runs it, so a test cell after a cut-off is
+    made to fail instead of being checked: just before it runs, its code is
+    swapped for a ``raise`` (and put back as soon as the kernel has it, so
+    nbgrader's checksums still match); its error is then replaced by a note
+    naming the cut-off cell. A cell cut short after the last test cell changes
+    no test result (nor a grade) and is not reported.
+    """
+
+    def __init__(self, limit: int, mode: str):
+        self.limit, self.mode = limit, mode
+
+    def hint(self) -> str:
+        return (f"notebooks/nbgrader_config.py gives each cell {self.limit} s in {self.mode}. Validate on a less "
+                f"busy machine, or check quickly in smoke mode: COURSE_MODE=smoke")
+
+    def on_cell_start(self, cell, cell_index, **kwargs) -> None:
+        if cell_index == 0:
+            _RUN.clear()
+
+    def on_cell_execute(self, cell, cell_index, **kwargs) -> None:
+        run = _run()
+        run["started"][id(cell)] = time.monotonic()
+        if run["cut"] and _is_grade(cell):
+            run["swapped"][id(cell)] = cell["source"]
+            cell["source"] = "raise RuntimeError('not checked: a cell above was stopped at its time limit')"
+
+    def on_cell_complete(self, cell, cell_index, **kwargs) -> None:
+        original = _run()["swapped"].pop(id(cell), None)
+        if original is not None:
+            cell["source"] = original
+            _run()["replaced"].add(id(cell))
+
+    def on_cell_error(self, cell, cell_index, execute_reply, **kwargs) -> None:
+        run = _run()
+        if id(cell) in run["replaced"]:
+            run["replaced"].discard(id(cell))
+            index, first_line, seconds = run["cut"][-1]
+            evalue = (f"not checked: cell {index} above (`{first_line}`) was stopped after {seconds:.0f} s, the time "
+                      f"limit per cell, before it finished, so this test would run on unfinished work")
+            cell["outputs"] = [type(cell)(_error(evalue, self.hint()))]
+            return
+        if execute_reply.get("content", {}).get("ename") != TIMEOUT_ENAME:
+            return
+        seconds = time.monotonic() - run["started"].get(id(cell), time.monotonic())
+        run["cut"].append((cell_index, _first_line(cell["source"]), seconds))
+        evalue = f"this cell was stopped after {seconds:.0f} s, the time limit per cell, before it finished"
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and output.get("ename") == TIMEOUT_ENAME:
+                output.update(_error(evalue, self.hint()))
+
+
+def configure(c, mode: str | None = None) -> None:
+    """Set nbgrader's validation (``c.Validator.Execute``) for ``mode`` (default: ``COURSE_MODE``)."""
+    limit, words = time_limit(mode)
+    report = CutOffReport(limit, words)
+    execute = c.Validator.Execute
+    execute.timeout = limit
+    execute.interrupt_on_timeout = True
+    execute.error_on_timeout = {key: value for key, value in _error("this cell did not finish within the time limit "
+                                                                    "per cell").items() if key != "output_type"}
+    # After an interrupt, wait this long for the cell's last output (nbclient's 4 s is short on a busy CPU).
+    execute.iopub_timeout = 20
+    execute.on_cell_start = report.on_cell_start
+    execute.on_cell_execute = report.on_cell_execute
+    execute.on_cell_complete = report.on_cell_complete
+    execute.on_cell_error = report.on_cell_error
