@@ -1,4 +1,4 @@
-"""The students' path in a real JupyterLab, driven in headless Chromium (shared by test_browser_labs_*.py).
+"""The students' path in a real JupyterLab, driven in headless Chromium.
 
 Every lab found as ``notebooks/<lab>/<lab>.ipynb`` is checked twice, the way a
 student meets it:
@@ -12,18 +12,18 @@ student meets it:
   no error output and the lab's figures appear as images; Validate reports
   success.
 
-The server runs on a free localhost port with a token, in a scratch copy of
-``notebooks/``; Chromium comes from the system package (``apt-get install
-chromium``), driven by Playwright for Python. Screenshots land in
-``build/screenshots/``. Every browser step has a time limit and fails with a
-message naming the step; the server, its kernels and the browser are shut down
-by fixture finalizers, also when a test fails.
+The server runs on a free localhost port with a token, in a scratch copy of the
+course folder's ``notebooks/`` and students' ``nbgrader_config.py`` (so Validate
+gives each cell its run mode's time, as it does for students); Chromium comes
+from the system package (``apt-get install chromium``), driven by Playwright for
+Python. Screenshots land in ``build/screenshots/``. Every browser step has a
+time limit and fails with a message naming the step; the server, its kernels
+and the browser are shut down by fixture finalizers, also when a test fails.
 
-Labs are spread over the ``test_browser_labs_*.py`` files (``labs_for_shard``)
-so that pytest-xdist's ``--dist loadfile`` runs them on different workers; a new
-lab joins automatically.
-
-Its only test checks that split (no browser needed).
+Each lab's two tests are one class (``TestLab_<lab>``, made below for every lab
+found), and pytest runs with ``--dist loadscope`` (pyproject.toml), so
+pytest-xdist hands each lab, both tests together, to one worker, and different
+labs to different workers; a new lab joins automatically.
 """
 from __future__ import annotations
 
@@ -54,15 +54,13 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-SHARDS = 2  # number of test_browser_labs_*.py files
 
 # Time limits per step, in seconds (smoke mode on a busy 2-core CPU).
 SERVER_START_S = 120
 OPEN_S = 90           # the page renders the notebook and its kernel reports Idle
 RUN_BLANK_S = 180     # Run All on the blank notebook (stops at the first TODO)
 RUN_FINISHED_S = 300  # Run All on the finished notebook
-VALIDATE_S = 300      # nbgrader's Validate re-executes the whole notebook
-VALIDATE_CELL_S = 120  # Validate's limit per cell (nbgrader's default is 30 s)
+VALIDATE_S = 300      # nbgrader's Validate re-executes the whole notebook (each cell: notebooks/nbgrader_config.py)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -71,18 +69,6 @@ def discover_labs(repo: Path | None = None) -> list[str]:
     """Lab ids that have a student notebook ``notebooks/<lab>/<lab>.ipynb``, sorted."""
     repo = repo or REPO
     return sorted(p.parent.name for p in (repo / "notebooks").glob("*/*.ipynb") if p.stem == p.parent.name)
-
-
-def labs_for_shard(index: int, count: int = SHARDS) -> list[str]:
-    """Every ``count``-th lab starting at ``index``: the labs of one test file."""
-    return discover_labs()[index::count]
-
-
-def test_every_lab_is_in_exactly_one_browser_test_file():
-    files = sorted(Path(__file__).parent.glob("test_browser_labs_*.py"))
-    assert len(files) == SHARDS, f"SHARDS = {SHARDS}, but there are {len(files)} test_browser_labs_*.py files"
-    spread = [lab for index in range(SHARDS) for lab in labs_for_shard(index)]
-    assert sorted(spread) == discover_labs()
 
 
 # --------------------------------------------------------------------------- server
@@ -160,11 +146,7 @@ def start_server(root: Path, timeout: float = SERVER_START_S) -> LabServer:
                 {"windowingMode": "none"})
     _write_json(settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings",
                 {"checkForUpdates": False, "fetchNews": "false"})
-    # nbgrader gives each cell 30 s by default; a busy CI machine can need longer to import
-    # torch in Validate's fresh kernel. A lab's own limit comes from nbgrader_config.py in root.
-    config = root / ".jupyter" / "config" / "nbgrader_config.py"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(f"c = get_config()\nc.Execute.timeout = {VALIDATE_CELL_S}\n")
+    # Validate's time per cell comes from the students' nbgrader_config.py in root (smoke mode: 300 s).
     log = root / ".jupyter" / "server.log"
     command = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
@@ -193,11 +175,11 @@ def start_server(root: Path, timeout: float = SERVER_START_S) -> LabServer:
 
 
 def scratch_copy(scratch: Path, repo: Path | None = None) -> Path:
-    """Copy the student notebooks into ``scratch/notebooks`` and return ``scratch``.
+    """Copy the student notebooks (with their ``nbgrader_config.py``) into ``scratch/notebooks``; return ``scratch``.
 
     The server starts in ``scratch`` as a student starts it in the course folder;
-    nbgrader's Validate reads an ``nbgrader_config.py`` from there, so a
-    students' one at the repository root comes along.
+    nbgrader's Validate reads ``nbgrader_config.py`` from there, which loads
+    ``notebooks/nbgrader_config.py``, so both come along.
     """
     repo = repo or REPO
     shutil.copytree(repo / "notebooks", scratch / "notebooks",
@@ -488,3 +470,49 @@ def check_finished(nb: NotebookPage, lab: str) -> None:
     assert kind == "success", f"{lab}: Validate on the finished notebook should succeed, got {kind}:\n{_excerpt(text)}"
     nb.close_dialog()
     print(f"{lab} finished: seconds per step {nb.timings}")
+
+
+# --------------------------------------------------------------------------- the tests
+
+class _LabInJupyterLab:
+    """Both of one lab's tests; a subclass per lab below is one pytest-xdist scope (``--dist loadscope``)."""
+
+    lab: str
+
+    def test_blank_notebook_stops_at_the_first_todo(self, notebook_page):
+        check_blank(notebook_page, self.lab)
+
+    def test_finished_notebook_runs_and_validates(self, notebook_page):
+        check_finished(notebook_page, self.lab)
+
+
+LAB_CLASSES = {lab: type(f"TestLab_{lab}", (_LabInJupyterLab,), {"lab": lab, "__doc__": f"{lab} in JupyterLab."})
+               for lab in discover_labs()}
+globals().update({cls.__name__: cls for cls in LAB_CLASSES.values()})
+
+
+def test_every_lab_is_one_test_class():
+    assert sorted(LAB_CLASSES) == discover_labs()
+    for lab, cls in LAB_CLASSES.items():
+        assert globals()[cls.__name__] is cls and cls.lab == lab
+
+
+def test_only_this_file_groups_tests_in_classes():
+    """``--dist loadscope`` keeps a module's tests on one worker unless they are in classes (then per class).
+
+    Notebook cells (nbval) and the module-scoped grading fixtures rely on that
+    per-file grouping, so test classes belong here only.
+    """
+    import ast
+
+    here = Path(__file__).resolve()
+    classes = {}
+    for path in sorted(here.parent.glob("test_*.py")):
+        if path == here:
+            continue
+        found = [node.name for node in ast.parse(path.read_text()).body
+                 if isinstance(node, ast.ClassDef) and node.name.startswith("Test")]
+        if found:
+            classes[path.name] = found
+    assert not classes, (f"test classes {classes}: pytest-xdist (--dist loadscope) would run each class on its own "
+                         f"worker, apart from the rest of its file; use module-level test functions")
