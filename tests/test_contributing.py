@@ -1,0 +1,66 @@
+"""CONTRIBUTING.md's checklists ("Adding a sixth lab", "Adding a third dataset"): the steps no other test covers.
+
+Each test names the step that was missed. The other steps are checked where they happen:
+tests/test_autograde_labs.py (a lab's grading, alternative solutions, notebooks/ up to date),
+tests/test_data.py (every registered dataset decodes to its record), tests/test_browser_labs.py.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from course_utils import data, modes
+
+REPO = Path(__file__).resolve().parent.parent
+LABS = sorted(p.parent.name for p in (REPO / "solutions").glob("*/*.ipynb") if p.stem == p.parent.name)
+README = (REPO / "README.md").read_text()
+
+
+def _rows(marker: str) -> list[str]:
+    """The table rows right after ``<!-- @@MARKER@@ -->`` in the README."""
+    rows = []
+    for line in README.split(f"<!-- @@{marker}@@ -->", 1)[1].strip("\n").splitlines():
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_lab_is_in_the_readme_and_contributing(lab):
+    listed = [row for row in _rows("LAB-LIST") if row.startswith(f"| [{lab}](notebooks/{lab}/{lab}.ipynb) |")]
+    assert listed, f"README.md: add a row for {lab} to the lab list (after <!-- @@LAB-LIST@@ -->)"
+    for mode in modes.MODES:
+        assert any(row.startswith(f"| {lab} | {mode} |") for row in _rows("RESULTS")), \
+            f"README.md: add the {mode}-mode row of {lab} to Results (time and accuracies, measured)"
+    ids = re.search(r"Lab ids:(.*?)\n\n", (REPO / "CONTRIBUTING.md").read_text(), re.S)
+    assert ids and f"`{lab}`" in ids.group(1), f"CONTRIBUTING.md: add `{lab}` to the 'Lab ids' list"
+
+
+@pytest.mark.parametrize("name", list(data.DATASETS))
+def test_every_dataset_is_in_the_readme(name):
+    hint = data.DATASETS[name].mirror_hint
+    [row] = [line for line in README.splitlines() if line.startswith(f"| `{modes.DATA_VAR}` |")]
+    assert hint.rstrip("/") in row, f"README.md: name {hint} in the {modes.DATA_VAR} row of the settings table"
+
+
+def test_the_grader_decodes_every_dataset_before_grading(tmp_path, monkeypatch):
+    """Inside the sandbox the dataset cache is read-only: the grader decodes what the labs use beforehand."""
+    from autograde import pipeline
+
+    lab = "lab_every_dataset"
+    (tmp_path / lab).mkdir()
+    (tmp_path / lab / f"{lab}.ipynb").write_text(" ".join(f'data.load_splits("{name}")' for name in data.DATASETS))
+
+    class Course:
+        def folder(self, name: str) -> Path:
+            return tmp_path
+
+    decoded = []
+    monkeypatch.setattr(data, "load_arrays", lambda name, root=None: decoded.append(name))
+    pipeline._prepare_data(Course(), [lab])
+    missing = sorted(set(data.DATASETS) - set(decoded))
+    assert not missing, (f"autograde/pipeline.py::_prepare_data does not decode {missing} before grading: "
+                         f"it should take the dataset names from course_utils.data.DATASETS")
