@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 
-from course_utils.modes import MODES
+from course_utils.modes import CELL_TIME_LIMITS, MODES
 
 GRADING_MODE_VAR = "COURSE_GRADING_MODE"
 DEFAULT_MODE = "laptop"
-# Seconds for one cell and for one whole submission, per mode.
-TIME_LIMITS = {"smoke": (300, 900), "laptop": (1800, 3600), "full": (3600, 4 * 3600)}
-assert set(TIME_LIMITS) == set(MODES)
+# Seconds for one cell (the same as students' validation gets) and for one whole submission, per mode.
+SUBMISSION_LIMITS = {"smoke": 900, "laptop": 3600, "full": 4 * 3600}
+TIME_LIMITS = {mode: (CELL_TIME_LIMITS[mode], SUBMISSION_LIMITS[mode]) for mode in MODES}
 MEMORY_LIMIT = "4G"      # per submission: the kernel and everything it starts
 PROCESS_LIMIT = 256      # processes and threads per submission
 SCORER_TIMEOUT = 600     # seconds for scoring one submission's exported models

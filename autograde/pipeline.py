@@ -269,11 +269,10 @@ def make_plan(course: Course, settings: dict, *, work_root: Path, sandboxed: boo
 def _prepare_data(course: Course, labs: list[str]) -> None:
     """Decode the datasets the labs use before grading: inside the sandbox the cache is read-only."""
     text = " ".join(p.read_text().lower() for lab in labs for p in (course.folder("source") / lab).glob("*.ipynb"))
-    names = [name for name in ("mnist", "cifar10") if name in text]
-    if names:
-        from course_utils import data
+    from course_utils import data
 
-        for name in names:
+    for name in data.DATASETS:
+        if name in text:
             try:
                 data.load_arrays(name)
             except data.DataError as exc:
@@ -299,9 +298,12 @@ def grade_task(course_root: str, lab: str, student: str, *, settings: dict, opti
 
 
 def _lost(lab: str, student: str, exc: BaseException) -> Result:
-    return Result(student, lab, status="error",
-                  message=f"the grading worker was lost twice while grading it ({type(exc).__name__}); "
-                          f"grade it again with --student {student}")
+    """The error row of a task that raised on its worker, or whose worker was lost twice."""
+    if type(exc).__name__ == "KilledWorker":
+        why = (f"the grading worker was lost twice while grading it; grade it again with --student {student}")
+    else:
+        why = f"grading failed on the worker ({type(exc).__name__}: {exc})"
+    return Result(student, lab, status="error", message=why)
 
 
 def autograde(course: Course, labs: list[str] | None = None, *, students: list[str] | None = None,
