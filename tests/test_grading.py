@@ -69,3 +69,31 @@ def test_expectations_say_what_was_expected_and_what_was_found():
     with pytest.raises(AssertionError, match="0.5"):
         grading.expect_at_least(0.42, 0.5)
     grading.expect_at_least(0.5, 0.5)
+    with pytest.raises(AssertionError, match="error is 15.0000; at most 14.0000"):
+        grading.expect_at_most(15.0, 14.0, "error")
+    grading.expect_at_most(14.0, 14.0)
+
+
+def test_threshold_reads_the_mode_the_process_started_in():
+    """A notebook that sets COURSE_MODE itself gets the thresholds of the mode the grader started it in."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom course_utils import grading\nos.environ['COURSE_MODE'] = 'smoke'\n"
+            "print(grading.threshold(smoke=0.2, laptop=0.9, full=0.95))")
+    for started, expected in (("laptop", "0.9"), ("full", "0.95"), ("smoke", "0.2")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, COURSE_MODE=started))
+        assert out.stdout.strip() == expected
+
+
+def test_check_accuracy_passes_or_fails_on_the_recomputed_accuracy(capsys):
+    test = data.load_splits("mnist", n_train=0, n_test=300, seed=0).test
+    images, labels = test.tensors
+    model = LabelLookup(images, labels, n_right=240)  # right on 240, says 0 for the other 60
+    expected = (240 + (labels[240:] == 0).sum().item()) / 300
+    assert grading.check_accuracy(model, "mnist", at_least=expected, n_test=300, label="lookup") is None
+    assert f"lookup: {expected:.4f}" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match=f"lookup is {expected:.4f}; at least 0.9500"):
+        grading.check_accuracy(model, "mnist", at_least=0.95, n_test=300, label="lookup")
