@@ -75,6 +75,8 @@ class Course:
         hidden = [p for p in self.config_dir.iterdir()
                   if not (p.is_file() and p.suffix in keep) and p.name != "__pycache__"]
         hidden += [self.folder(name) for name in NBGRADER_FOLDERS if name != "release"]
+        if self.root != REPO and (REPO / "autograde" / CONFIG_NAME).is_file():
+            hidden += Course(REPO).private_paths()  # the code's own course, where its grading data may be
         return sorted({p for p in hidden if p.exists()})
 
 

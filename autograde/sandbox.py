@@ -109,14 +109,34 @@ def gpu_devices() -> list[str]:
     return sorted(glob.glob("/dev/nvidia*"))
 
 
+def needed_paths() -> list[Path]:
+    """What the sandbox must see although it lies under /tmp (which it gets empty): the code of
+    ``course_utils`` and ``autograde``, the Python environment, the dataset cache and mirror."""
+    import sys
+
+    import course_utils
+    from course_utils import modes
+
+    paths = [Path(course_utils.__file__).resolve().parent.parent, Path(__file__).resolve().parent.parent,
+             Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), modes.cache_dir().resolve()]
+    for var in (modes.DATA_VAR, modes.CACHE_VAR):  # as the kernel will read them, links not followed
+        if value := os.environ.get(var, "").strip():
+            paths += [Path(value).expanduser().absolute(), Path(value).expanduser().resolve()]
+    tmp = Path("/tmp")
+    return sorted({p for p in paths if p.is_relative_to(tmp) and p != tmp and p.exists()})
+
+
 def bwrap_prefix(hidden: list[Path], *, writable: list[Path] = (), readonly: list[Path] = ()) -> list[str]:
     """``bwrap ...`` up to the command: ``hidden`` paths look empty, ``writable``/``readonly`` are bound back.
 
-    Binds come after the masks, so a folder inside a hidden one can be shown again. The GPU's
-    device nodes, where there are any, stay usable.
+    The sandbox's /tmp starts empty; the code, environment and datasets it needs are bound back
+    first (:func:`needed_paths`), then the masks, then the binds, so a folder inside a hidden one
+    can be shown again. The GPU's device nodes, where there are any, stay usable.
     """
     bwrap = support().bwrap or "bwrap"
     args = [bwrap, *base_args()]
+    for path in needed_paths():
+        args += ["--ro-bind", str(path), str(path)]
     for device in gpu_devices():
         args += ["--dev-bind", device, device]
     for path in hidden:
