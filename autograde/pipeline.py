@@ -266,17 +266,24 @@ def make_plan(course: Course, settings: dict, *, work_root: Path, sandboxed: boo
                 hidden=[*course.private_paths(), work_root])
 
 
+_PREPARED: set[str] = set()  # datasets this process has already made sure are decoded
+
+
 def _prepare_data(course: Course, labs: list[str]) -> None:
-    """Decode the datasets the labs use before grading: inside the sandbox the cache is read-only."""
-    text = " ".join(p.read_text().lower() for lab in labs for p in (course.folder("source") / lab).glob("*.ipynb"))
+    """Decode the datasets the labs use before grading: inside the sandbox the cache is read-only.
+
+    Runs on the worker (a remote one has its own cache), once per dataset and worker process.
+    """
     from course_utils import data
 
+    text = " ".join(p.read_text().lower() for lab in labs for p in (course.folder("source") / lab).glob("*.ipynb"))
     for name in data.DATASETS:
-        if name in text:
+        if name in text and name not in _PREPARED:
             try:
                 data.load_arrays(name)
             except data.DataError as exc:
                 raise GradingError(f"the labs need {name}, which cannot be loaded: {exc}") from exc
+            _PREPARED.add(name)
 
 
 def grade_task(course_root: str, lab: str, student: str, *, settings: dict, options: dict, env: dict,
