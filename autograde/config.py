@@ -18,6 +18,14 @@ TIME_LIMITS = {mode: (CELL_TIME_LIMITS[mode], SUBMISSION_LIMITS[mode]) for mode 
 MEMORY_LIMIT = "4G"      # per submission: the kernel and everything it starts
 PROCESS_LIMIT = 256      # processes and threads per submission
 SCORER_TIMEOUT = 600     # seconds for scoring one submission's exported models
+# Files nbgrader never copies (CourseDirectory.ignore): caches, exported models, datasets. Handed-in
+# weights (weights/*.pt) do travel from submitted/ to autograded/; releases leave them out.
+IGNORED_FILES = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.pt2", "data"]
+RELEASE_IGNORED = [*IGNORED_FILES, "weights"]
+# Grading handed-in weights (--handed-in): each training epoch and evaluation of the quick re-run stops
+# after this many batches; an audit flags a score that the re-trained notebook misses by more than this.
+HANDIN_BATCHES = 2
+AUDIT_MARGIN = {"accuracy": 0.05, "reconstruction": 0.25}  # absolute accuracy; relative error
 
 
 def grading_mode(mode: str | None = None) -> str:

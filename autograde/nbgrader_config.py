@@ -11,7 +11,7 @@ Grading mode and limits: autograde/config.py (COURSE_GRADING_MODE picks the mode
 import os
 from pathlib import Path
 
-from autograde.config import grading_settings
+from autograde.config import IGNORED_FILES, grading_settings
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -27,8 +27,9 @@ c.CourseDirectory.submitted_directory = "autograde/submitted"
 c.CourseDirectory.autograded_directory = "autograde/autograded"
 c.CourseDirectory.feedback_directory = "autograde/feedback"
 c.CourseDirectory.db_url = os.environ.get("NBGRADER_DB_URL", f"sqlite:///{HERE / 'gradebook.db'}")
-# Only notebooks are graded; datasets and caches never travel with a lab.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.pt", "*.pt2", "data"]
+# Datasets, caches and exported models never travel with a lab; handed-in weights (weights/) travel from
+# submitted/ to autograded/ (`python -m autograde generate` leaves them out of releases).
+c.CourseDirectory.ignore = IGNORED_FILES
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

@@ -8,16 +8,19 @@ from pathlib import Path
 
 import nbformat
 
+from .config import RELEASE_IGNORED
 from .course import Course, checked, nbgrader
 
 log = logging.getLogger(__name__)
+# A lab's own weights/ (from running the solution) never goes into a release.
+_NO_WEIGHTS = [f"--CourseDirectory.ignore={pattern}" for pattern in RELEASE_IGNORED]
 
 
 def generate(course: Course, labs: list[str] | None = None) -> list[str]:
     """Student versions of ``labs`` (default: all) into notebooks/, and their entries in the gradebook."""
     done = []
     for lab in course.pick_labs(labs):
-        checked(nbgrader(course, "generate_assignment", lab, "--force"), f"nbgrader generate_assignment {lab}")
+        checked(nbgrader(course, "generate_assignment", lab, "--force", *_NO_WEIGHTS), f"nbgrader generate_assignment {lab}")
         done.append(lab)
         log.info("generated %s", course.folder("release") / lab)
     return done
@@ -73,7 +76,7 @@ def check(course: Course, labs: list[str] | None = None) -> list[str]:
         problems.append(f"{release / extra} has no source in {course.folder('source')} (remove it)")
     with tempfile.TemporaryDirectory(prefix="release-check-") as tmp:
         for lab in course.pick_labs(labs):
-            proc = nbgrader(course, "generate_assignment", lab, "--force",
+            proc = nbgrader(course, "generate_assignment", lab, "--force", *_NO_WEIGHTS,
                             f"--CourseDirectory.release_directory={tmp}",
                             f"--CourseDirectory.db_url=sqlite:///{tmp}/gradebook.db")
             checked(proc, f"nbgrader generate_assignment {lab} (into {tmp})")

@@ -8,6 +8,13 @@ by ``COURSE_EXPORT_DIR``; the grader then scores that copy in a fresh process
 that imports only this package and loads the test split itself
 (:func:`score_exported`), so a notebook that rebinds these helpers cannot
 raise its own grade.
+
+Each graded accuracy cell also calls :func:`hand_in` on the trained model: a
+student's own run saves its weights to ``weights/`` next to the notebook, to be
+handed in with it. The grader can then skip re-training (``python -m
+autograde autograde --handed-in``): it re-runs the notebook quickly
+(``COURSE_MAX_BATCHES``), and :func:`hand_in` loads the handed-in weights into
+the model the student's code built, strictly, before it is exported and scored.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from .training import evaluate
 T = TypeVar("T")
 EXPORT_VAR = "COURSE_EXPORT_DIR"
 EXPORT_BATCH = 100  # exported models take batches of exactly this many images (the last one is padded)
+WEIGHTS_DIR = Path("weights")  # handed-in weights, next to the notebook
 
 
 class ExportError(AssertionError):
@@ -88,7 +96,7 @@ def test_accuracy(model: nn.Module, dataset: str, *, n_test: int | None = None, 
     """Accuracy of ``model`` on the test split, reloaded here from ``course_utils.data``."""
     _require_module(model)
     test = _test_set(dataset, n_test, seed, normalize, sequences)
-    return evaluate(model, course_data.make_loader(test, batch_size))["acc"]
+    return evaluate(model, course_data.make_loader(test, batch_size), max_batches=None)["acc"]
 
 
 test_accuracy.__test__ = False  # not a pytest test, despite the name
@@ -106,7 +114,7 @@ def test_reconstruction_error(model: nn.Module, dataset: str, *, n_test: int | N
     _require_module(model)
     test = _test_set(dataset, n_test, seed, False, False)
     return evaluate(model, course_data.make_loader(test, batch_size), loss_fn=_per_image_sse,
-                    reconstruct=True)["loss"]
+                    reconstruct=True, max_batches=None)["loss"]
 
 
 test_reconstruction_error.__test__ = False  # not a pytest test, despite the name
@@ -114,9 +122,63 @@ test_reconstruction_error.__test__ = False  # not a pytest test, despite the nam
 
 # --------------------------------------------------------------------------- graded checks
 
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
 def export_name(label: str) -> str:
     """The file a check's model is exported to: its label in lower case, other characters as '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") + ".pt2"
+    return _slug(label) + ".pt2"
+
+
+def weights_path(label: str) -> Path:
+    """Where :func:`hand_in` keeps the weights for the check ``label``, relative to the notebook's folder."""
+    return WEIGHTS_DIR / (_slug(label) + ".pt")
+
+
+def hand_in(model: nn.Module, label: str) -> None:
+    """Save ``model``'s trained weights for the grader; when the grader scores hand-ins, load them instead.
+
+    - A student's run: writes ``weights/<label>.pt`` next to the notebook (hand
+      it in with the notebook; it is small).
+    - The grader re-training the notebook: does nothing.
+    - The grader scoring handed-in weights (``COURSE_GRADE_HANDIN=1``): loads
+      ``weights/<label>.pt`` into ``model`` strictly (every tensor must match
+      the model this notebook's code built), or fails with the reason.
+    """
+    _require_module(model)
+    path = weights_path(label)
+    if modes.grading_handin():
+        _load_handed_in(model, label, path)
+    elif export_dir() is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+        torch.save({"label": label, "mode": modes.current_mode(), "state_dict": state}, path)
+        print(f"{label}: weights saved to {path} ({path.stat().st_size / 1e6:.2f} MB, {modes.current_mode()} "
+              f"mode); hand in the {WEIGHTS_DIR}/ folder with this notebook")
+
+
+def _load_handed_in(model: nn.Module, label: str, path: Path) -> None:
+    mode = modes.grading_mode()
+    if not path.is_file():
+        raise AssertionError(f"{label}: no trained weights were handed in ({path} is missing). Run the whole "
+                             f"notebook in {mode} mode and hand in the {WEIGHTS_DIR}/ folder with it")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        state, trained_in = saved["state_dict"], saved.get("mode")
+    except Exception as exc:  # corrupt, truncated or not ours: costs this item only
+        raise AssertionError(f"{label}: the handed-in weights {path} cannot be read ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); run the notebook again "
+                             f"and hand in the new {WEIGHTS_DIR}/ folder") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:
+        hint = (f" They were trained in {trained_in} mode; this course grades in {mode} mode, where the model "
+                f"may be built differently." if trained_in and trained_in != mode else "")
+        raise AssertionError(f"{label}: the handed-in weights do not fit the model this notebook builds "
+                             f"({str(exc).splitlines()[0][:300]} ...).{hint} Hand in the weights of this "
+                             f"notebook's own run") from None
+    print(f"{label}: loaded the handed-in weights ({trained_in or 'unknown'} mode) from {path}")
 
 
 def export_dir() -> Path | None:
@@ -153,6 +215,14 @@ def _graded_check(model, dataset: str, label: str, sequences: bool) -> None:
         export_model(model, folder / export_name(label), example_input(dataset, sequences))
 
 
+def _scored_outside_only(label: str) -> bool:
+    """When the grader scores handed-in weights, the score is computed outside the notebook only."""
+    if modes.grading_handin():
+        print(f"{label}: exported; the grader scores the handed-in weights outside the notebook")
+        return True
+    return False
+
+
 def check_accuracy(model: nn.Module, dataset: str, *, at_least: float, label: str, n_test: int | None = None,
                    normalize: bool | tuple = False, sequences: bool = False, seed: int = 0) -> None:
     """Hidden-test check: the test accuracy of ``model`` must reach ``at_least``.
@@ -163,6 +233,8 @@ def check_accuracy(model: nn.Module, dataset: str, *, at_least: float, label: st
     nothing: nbgrader would read a number left as a cell's value as partial credit.
     """
     _graded_check(model, dataset, label, sequences)
+    if _scored_outside_only(label):
+        return
     accuracy = test_accuracy(model, dataset, n_test=n_test, seed=seed, normalize=normalize, sequences=sequences,
                              batch_size=EXPORT_BATCH)
     expect_at_least(accuracy, at_least, label)
@@ -173,6 +245,8 @@ def check_reconstruction(model: nn.Module, dataset: str, *, at_most: float, labe
                          n_test: int | None = None, seed: int = 0) -> None:
     """Hidden-test check: the mean summed squared reconstruction error must stay at or below ``at_most``."""
     _graded_check(model, dataset, label, False)
+    if _scored_outside_only(label):
+        return
     error = test_reconstruction_error(model, dataset, n_test=n_test, seed=seed, batch_size=EXPORT_BATCH)
     expect_at_most(error, at_most, label)
     print(f"{label}: {error:.4f} (at most {at_most:g} allowed)")

@@ -7,6 +7,12 @@
 Without ``COURSE_MODE`` the mode follows the hardware: ``full`` when CUDA is
 available, ``laptop`` otherwise. ``COURSE_DATA_DIR`` names an offline dataset
 mirror and ``COURSE_CACHE_DIR`` the folder for decoded datasets.
+
+Two more settings are the grader's, read from the environment a kernel was
+started with: ``COURSE_MAX_BATCHES`` (a quick run: every training epoch and
+evaluation in ``course_utils.training`` stops after that many batches) and
+``COURSE_GRADE_HANDIN=1`` (graded checks load the weights a student handed in,
+see :func:`course_utils.grading.hand_in`).
 """
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ CELL_TIME_LIMITS = {"smoke": 300, "laptop": 1800, "full": 3600}
 MODE_VAR = "COURSE_MODE"
 DATA_VAR = "COURSE_DATA_DIR"
 CACHE_VAR = "COURSE_CACHE_DIR"
+BATCHES_VAR = "COURSE_MAX_BATCHES"
+HANDIN_VAR = "COURSE_GRADE_HANDIN"
 
 T = TypeVar("T")
 
@@ -89,6 +97,21 @@ def grading_mode() -> str:
     if value not in MODES:
         raise ConfigError(f"{MODE_VAR}={value!r} (at start) is not a run mode; use one of {', '.join(MODES)}.")
     return value
+
+
+def max_batches() -> int | None:
+    """``COURSE_MAX_BATCHES`` at start (a positive whole number), or None: no limit."""
+    value = started_environ().get(BATCHES_VAR, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{BATCHES_VAR}={value!r}: use a positive whole number of batches, or unset it")
+    return int(value)
+
+
+def grading_handin() -> bool:
+    """True when the grader started this kernel to score handed-in weights (``COURSE_GRADE_HANDIN=1``)."""
+    return started_environ().get(HANDIN_VAR, "").strip() == "1"
 
 
 def data_dir() -> Path | None:
