@@ -4,6 +4,7 @@
     python -m autograde check [LAB ...]          notebooks/ equals what nbgrader generates?
     python -m autograde collect FOLDER           FOLDER/<student>/<lab>/<lab>.ipynb -> autograde/submitted/
     python -m autograde autograde [LAB ...]      run every collected submission (sandboxed, on Dask), fill the gradebook
+        [--handed-in [--audit SHARE]]            ... or score the weights handed in, re-training a sample
     python -m autograde feedback [LAB ...]       HTML feedback per student in autograde/feedback/
     python -m autograde export [--to FILE]       all grades as CSV (default autograde/grades.csv)
 
@@ -62,6 +63,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-sandbox", dest="sandbox", action="store_false", default=None,
                    help="run submissions with the grader's rights (not for real hand-ins)")
     s.add_argument("--sandbox", dest="sandbox", action="store_true", help="fail unless bubblewrap works")
+    s.add_argument("--handed-in", action="store_true",
+                   help="grade the weights handed in with each notebook (weights/*.pt) after a quick re-run of its "
+                        "code, instead of re-training")
+    s.add_argument("--audit", type=float, default=0.0, metavar="SHARE",
+                   help="with --handed-in: also re-train this share of each lab's hand-ins (0.1 = 10%%, 3 = three) "
+                        "and flag scores the re-training does not reproduce")
+    s.add_argument("--audit-seed", type=int, help="seed for choosing the audited hand-ins (default: unpredictable)")
     s = steps.add_parser("export", help="grades as CSV")
     s.add_argument("--to", type=Path, help="output file (default: autograde/grades.csv)")
     return p
@@ -89,12 +97,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"no submissions found in {args.folder} (expected <student>/<lab>/<lab>.ipynb)")
         return 1 if any(r["status"] == "skipped" or r["message"] for r in rows) else 0
     elif args.step == "autograde":
+        if args.audit and not args.handed_in:
+            raise GradingError("--audit re-trains hand-ins graded from their weights: use it with --handed-in")
         results = pipeline.autograde(course, args.labs, students=args.student, workers=args.workers,
                                      force=args.force, mode=args.mode, cell_timeout=args.cell_timeout,
                                      submission_timeout=args.submission_timeout, sandboxed=args.sandbox,
                                      memory=args.memory_limit, processes=args.process_limit,
                                      scheduler=args.scheduler, progress=sys.stderr.isatty(),
-                                     on_result=_print_result)
+                                     on_result=_print_result, handed_in=args.handed_in, audit_share=args.audit,
+                                     audit_seed=args.audit_seed)
         return 1 if any(r.status != "graded" for r in results) else 0
     elif args.step == "feedback":
         publish.feedback(course, args.labs)

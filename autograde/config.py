@@ -7,6 +7,7 @@ line both read it through :func:`grading_settings`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from course_utils.modes import CELL_TIME_LIMITS, MODES
 
@@ -53,3 +54,15 @@ def grading_settings(mode: str | None = None) -> dict:
     cell, submission = TIME_LIMITS[mode]
     return {"mode": mode, "cell_timeout": cell, "submission_timeout": submission,
             "memory_limit": parse_size(MEMORY_LIMIT), "process_limit": PROCESS_LIMIT}
+
+
+def source_weights(source: Path) -> dict[str, list[str]]:
+    """``lab -> [weights/... files]`` in the instructor's source folders (left there by running a solution).
+
+    nbgrader's autograde copies a lab's source files over each submission; these must never replace
+    a student's handed-in weights or stand in for missing ones (``Autograde.exclude_overwriting``).
+    """
+    if not source.is_dir():
+        return {}
+    return {lab.name: sorted(str(p.relative_to(lab)) for p in (lab / "weights").rglob("*") if p.is_file())
+            for lab in sorted(source.iterdir()) if (lab / "weights").is_dir()}

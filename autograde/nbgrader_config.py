@@ -11,7 +11,7 @@ Grading mode and limits: autograde/config.py (COURSE_GRADING_MODE picks the mode
 import os
 from pathlib import Path
 
-from autograde.config import IGNORED_FILES, grading_settings
+from autograde.config import IGNORED_FILES, grading_settings, source_weights
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,6 +30,8 @@ c.CourseDirectory.db_url = os.environ.get("NBGRADER_DB_URL", f"sqlite:///{HERE /
 # Datasets, caches and exported models never travel with a lab; handed-in weights (weights/) travel from
 # submitted/ to autograded/ (`python -m autograde generate` leaves them out of releases).
 c.CourseDirectory.ignore = IGNORED_FILES
+# Weights left in solutions/<lab>/weights/ by running a solution never replace a student's (or fill in for missing ones).
+c.Autograde.exclude_overwriting = source_weights(ROOT / "solutions")
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

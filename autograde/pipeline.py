@@ -6,6 +6,10 @@ private copy of the gradebook; its kernel is sandboxed (see
 its hidden tests exported are scored by a fresh sandboxed process
 (:mod:`autograde.scorer`), and the results are merged into the main gradebook
 one at a time, so parallel runs never write the same SQLite file.
+
+With ``handed_in`` the notebook is re-run quickly and the weights the student
+handed in are scored instead of re-trained ones; an audited sample is also
+re-trained in full (see :mod:`autograde.audit`).
 """
 from __future__ import annotations
 
@@ -24,9 +28,11 @@ from pathlib import Path
 
 import nbformat
 
-from . import gradebook, report, scorer, sandbox
+from course_utils.modes import BATCHES_VAR, HANDIN_VAR
+
+from . import audit, gradebook, report, scorer, sandbox
 from .collect import readable
-from .config import SCORER_TIMEOUT, grading_settings
+from .config import HANDIN_BATCHES, SCORER_TIMEOUT, grading_settings
 from .course import Course, GradingError, tool_env
 from .execute import INTEGRITY_ERROR, KERNEL_DIED, error_output
 from .kernel import work_folders
@@ -48,7 +54,8 @@ class Result:
     message: str = ""
     log: str = ""
     outside: list[dict] = field(default_factory=list)   # the outside scorer's rows
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: nbgrader, scoring, merge
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: nbgrader, scoring, merge, audit
+    audit: list[dict] = field(default_factory=list)     # handed-in against re-trained scores (audited hand-ins)
     overrides: dict[str, float] = field(default_factory=dict, repr=False)
     db: Path | None = field(default=None, repr=False)   # private gradebook to merge, when grades were saved
     db_bytes: bytes | None = field(default=None, repr=False)  # the same, carried back from a Dask worker
@@ -159,12 +166,16 @@ def _annotate(path: Path, rows: list[dict]) -> None:
 
 
 def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan, env: dict,
-              specs: list[scorer.Spec]) -> Result:
-    """Grade one submission with ``nbgrader autograde``, sandboxed, against a private copy of the gradebook."""
+              specs: list[scorer.Spec], audit_run: bool = False) -> Result:
+    """Grade one submission with ``nbgrader autograde``, sandboxed, against a private copy of the gradebook.
+
+    ``audit_run``: a second, re-training run of a hand-in graded from its weights; its graded notebook and
+    gradebook stay in ``work`` (only its outside scores are used), its log goes next to the main one.
+    """
     result = Result(student, lab)
     start = time.perf_counter()
     notebook = course.folder("submitted") / student / lab / f"{lab}.ipynb"
-    result.log = str(log_path(course, lab, student))
+    result.log = str(log_path(course, lab, student).with_suffix(".audit.log" if audit_run else ".log"))
     Path(result.log).parent.mkdir(parents=True, exist_ok=True)
     problem = readable(notebook) if notebook.is_file() else f"{notebook} is missing"
     if problem:
@@ -181,6 +192,10 @@ def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan,
                    "bwrap": sandbox.bwrap_prefix(plan.hidden) if plan.sandbox else None}
     cmd = [sys.executable, "-m", "nbgrader", "autograde", lab, "--student", student, "--force",
            f"--CourseDirectory.db_url=sqlite:///{db}", f"--Execute.timeout={plan.cell_timeout}"]
+    autograded = course.folder("autograded")
+    if audit_run:
+        autograded = work / "autograded"
+        cmd.append(f"--CourseDirectory.autograded_directory={autograded}")
     try:
         with open(result.log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=course.config_dir, stdout=out, stderr=subprocess.STDOUT, text=True,
@@ -190,7 +205,7 @@ def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan,
         result.timings["nbgrader"] = time.perf_counter() - start
         breaches = cgroup.breaches() if cgroup else []
         result.seconds = time.perf_counter() - start
-        graded = course.folder("autograded") / student / lab / f"{lab}.ipynb"
+        graded = autograded / student / lab / f"{lab}.ipynb"
         if code is None:
             shutil.rmtree(graded.parent, ignore_errors=True)
             result.status = "error"
@@ -286,17 +301,40 @@ def _prepare_data(course: Course, labs: list[str]) -> None:
             _PREPARED.add(name)
 
 
+def handin_env(env: dict) -> dict:
+    """The environment for grading handed-in weights: a quick re-run that loads the weights."""
+    return dict(env, **{HANDIN_VAR: "1", BATCHES_VAR: str(HANDIN_BATCHES)})
+
+
 def grade_task(course_root: str, lab: str, student: str, *, settings: dict, options: dict, env: dict,
-               specs: list[scorer.Spec]) -> Result:
+               specs: list[scorer.Spec], audited: bool = False) -> Result:
     """One submission as a Dask task: sandbox plan, grading and scoring on this worker; the private gradebook
-    comes back in the result, so the client can merge it wherever the worker ran."""
+    comes back in the result, so the client can merge it wherever the worker ran.
+
+    With ``settings["handed_in"]`` the hand-in's weights are graded; ``audited`` re-trains it as well and
+    compares the scores (``result.audit``).
+    """
     course = Course(Path(course_root))
     work_root = Path(tempfile.mkdtemp(prefix="coursekit-grading-"))
+    handed_in = bool(settings.get("handed_in"))
     try:
         plan = make_plan(course, settings, work_root=work_root, **options)
         if plan.sandbox:
             _prepare_data(course, [lab])
-        result = grade_one(course, lab, student, work_root / f"{lab}-{student}", plan=plan, env=env, specs=specs)
+        result = grade_one(course, lab, student, work_root / f"{lab}-{student}", plan=plan,
+                           env=handin_env(env) if handed_in else env, specs=specs)
+        if handed_in and audited and result.outside:
+            audit_start = time.perf_counter()
+            again = grade_one(course, lab, student, work_root / f"audit-{lab}-{student}", plan=plan, env=env,
+                              specs=specs, audit_run=True)
+            result.audit = audit.compare(result.outside, again.outside, {s.label: s.kind for s in specs})
+            if again.status != "graded" or not again.outside:
+                result.audit.append({"label": "(re-training)", "kind": "", "handed_in": None, "retrained": None,
+                                     "flagged": True, "note": again.message or "the re-trained run failed"})
+            result.timings["audit"] = time.perf_counter() - audit_start
+            if flagged := [row for row in result.audit if row["flagged"]]:
+                note = "AUDIT: " + "; ".join(f"{row['label']}: {row['note']}" for row in flagged)
+                result.message = f"{result.message}. {note}" if result.message else note
         if result.db is not None:
             result.db_bytes, result.db = result.db.read_bytes(), None
         return result
@@ -317,7 +355,8 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
               workers: int | None = None, force: bool = False, mode: str | None = None,
               cell_timeout: int | None = None, submission_timeout: float | None = None,
               sandboxed: bool | None = None, memory: int | None = None, processes: int | None = None,
-              scheduler: str | None = None, progress: bool = False, on_result=None) -> list[Result]:
+              scheduler: str | None = None, progress: bool = False, on_result=None, handed_in: bool = False,
+              audit_share: float = 0.0, audit_seed: int | None = None) -> list[Result]:
     """Grade collected submissions as Dask tasks; the gradebook gets every result, merged one at a time.
 
     ``scheduler`` is the address of a running Dask scheduler; without it a
@@ -327,13 +366,16 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
     whose worker dies is retried once. Without ``force``, submissions already
     graded (and not collected again since) are skipped, so a run stopped with
     Ctrl-C continues where it stopped. ``on_result(result)`` is called as each
-    result is recorded; ``progress`` shows a progress bar.
+    result is recorded; ``progress`` shows a progress bar. ``handed_in`` grades the weights handed in
+    with each notebook (a quick re-run); ``audit_share`` of them (a fraction, or a count per lab) are
+    re-trained as well, chosen at random (``audit_seed``), and differences are flagged.
     """
     settings = dict(course.settings(), **(grading_settings(mode) if mode else {}))
     if cell_timeout:
         settings["cell_timeout"] = cell_timeout
     if submission_timeout:
         settings["submission_timeout"] = submission_timeout
+    settings["handed_in"] = handed_in
     workers = max(1, workers or min(os.cpu_count() or 1, 8))
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     env = tool_env(COURSE_GRADING_MODE=settings["mode"],
@@ -355,13 +397,15 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
     specs = {lab: scorer.specs(nbformat.read(course.folder("source") / lab / f"{lab}.ipynb", as_version=4),
                                settings["mode"]) for lab in job_labs}
     options = {"sandboxed": sandboxed, "memory": memory, "processes": processes}
+    audited = audit.pick(jobs, audit_share, audit_seed) if handed_in else set()
     plan = make_plan(course, settings, work_root=Path(tempfile.gettempdir()), **options)
     for warning in sandbox.support().warnings() if plan.sandbox or sandboxed is None else []:
         log.warning(warning)
     if not plan.sandbox:
         log.warning("UNSANDBOXED: submissions run with the grader's rights")
-    log.info("grading %d submission(s) in mode %s with %s; limits: %d s per cell, %.0f s per submission%s",
-             len(jobs), plan.mode, f"the cluster at {scheduler}" if scheduler else f"{workers} process(es)",
+    log.info("grading %d submission(s)%s in mode %s with %s; limits: %d s per cell, %.0f s per submission%s",
+             len(jobs), f" from their handed-in weights ({len(audited)} re-trained as an audit)" if handed_in
+             else "", plan.mode, f"the cluster at {scheduler}" if scheduler else f"{workers} process(es)",
              plan.cell_timeout, plan.submission_timeout,
              f", {sandbox.human_bytes(plan.memory)} and {plan.processes} processes, sandboxed"
              if plan.cgroups else (", sandboxed without limits" if plan.sandbox else ""))
@@ -370,19 +414,23 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
         if jobs:
             _run(course, jobs, results, scheduler=scheduler, workers=workers, progress=progress, on_result=on_result,
                  task_args={"settings": settings, "options": options, "env": env}, specs=specs,
-                 main_db=main_db, course_id=settings["course_id"])
+                 main_db=main_db, course_id=settings["course_id"], audited=audited)
     finally:  # also after Ctrl-C: the report holds every result recorded so far
         path = report.write_csv(course.config_dir / "reports", results)
         if path:
             log.info("report: %s", path)
     for lab in job_labs:
-        log.info("course report: %s", report.write_html(course, lab, [r for r in results if r.lab == lab]))
+        shared = audit.same_weights(submitted, lab) if handed_in else []
+        for name, who in shared:
+            log.warning("%s: identical %s handed in by %s", lab, name, ", ".join(who))
+        log.info("course report: %s", report.write_html(course, lab, [r for r in results if r.lab == lab],
+                                                         same_weights=shared))
     return results
 
 
 def _run(course: Course, jobs: list[tuple[str, str]], results: list[Result], *, scheduler: str | None,
          workers: int, progress: bool, on_result, task_args: dict, specs: dict, main_db: Path,
-         course_id: str) -> None:
+         course_id: str, audited: set[tuple[str, str]] = frozenset()) -> None:
     """Submit every job to the cluster and record each result as it arrives (appending to ``results``)."""
     from distributed import as_completed
 
@@ -392,6 +440,7 @@ def _run(course: Course, jobs: list[tuple[str, str]], results: list[Result], *, 
         if (link := dashboard(client)) is not None:
             log.info("Dask dashboard: %s", link)
         futures = {client.submit(grade_task, str(course.root), lab, s, specs=specs[lab], **task_args,
+                                 audited=(lab, s) in audited,
                                  key=f"grade-{lab}-{s}-{os.urandom(4).hex()}", retries=1, pure=False): (lab, s)
                    for lab, s in jobs}
         bar = _progress(len(jobs)) if progress else None

@@ -5,7 +5,7 @@ import csv
 import datetime as dt
 from pathlib import Path
 
-COLUMNS = ["student", "lab", "status", "score", "max_score", "seconds", "message", "outside_scores", "log"]
+COLUMNS = ["student", "lab", "status", "score", "max_score", "seconds", "message", "outside_scores", "audit", "log"]
 
 
 def write_csv(folder: Path, results: list) -> Path | None:
@@ -20,9 +20,15 @@ def write_csv(folder: Path, results: list) -> Path | None:
         for r in results:
             outside = "; ".join(f"{row['label']}={row['value']:.4f}" if row["value"] is not None
                                 else f"{row['label']}=not scored" for row in r.outside)
+            audited = "; ".join(f"{row['label']}: {_value(row['handed_in'])} handed in, {_value(row['retrained'])} "
+                                f"re-trained{' FLAGGED' if row['flagged'] else ''}" for row in r.audit)
             writer.writerow([r.student, r.lab, r.status, r.score, r.max_score, f"{r.seconds:.1f}", r.message,
-                             outside, r.log])
+                             outside, audited, r.log])
     return path
+
+
+def _value(value: float | None) -> str:
+    return "not scored" if value is None else f"{value:.4f}"
 
 
 def _figure_html(fig) -> str:
@@ -59,8 +65,9 @@ def lab_scores(url: str, course_id: str, lab: str) -> tuple[dict[str, float], di
     return totals, items
 
 
-def write_html(course, lab: str, results: list) -> Path:
-    """``reports/<lab>.html``: the class at a glance (scores, item pass rates, errors, outside scores, slowest)."""
+def write_html(course, lab: str, results: list, same_weights: list[tuple[str, list[str]]] = ()) -> Path:
+    """``reports/<lab>.html``: the class at a glance (scores, item pass rates, errors, outside scores, audit
+    flags and identical handed-in weights, slowest)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,6 +96,17 @@ def write_html(course, lab: str, results: list) -> Path:
     flagged = [[r.student, row["label"], "not scored" if row["value"] is None else f"{row['value']:.4f}",
                 row["message"]] for r in results for row in r.outside if not row["passed"]]
     parts += ["<h2>Failed outside scores</h2>", _table(["student", "check", "value", "why"], flagged)]
+    audited = [r for r in results if r.audit]
+    if audited or same_weights:
+        rows = [[r.student, row["label"], _value(row["handed_in"]), _value(row["retrained"]),
+                 "FLAGGED" if row["flagged"] else "ok", row["note"]] for r in audited for row in r.audit]
+        rows.sort(key=lambda row: row[4] != "FLAGGED")
+        parts += [f"<h2>Audit: handed-in weights against re-training</h2><p>{len(audited)} hand-in(s) re-trained; "
+                  f"{sum(any(x['flagged'] for x in r.audit) for r in audited)} flagged. A flag is a question for a "
+                  f"person, not a verdict.</p>",
+                  _table(["student", "check", "handed in", "re-trained", "audit", "note"], rows),
+                  "<h2>Identical handed-in weights</h2>",
+                  _table(["file", "students"], [[name, ", ".join(who)] for name, who in same_weights])]
     slowest = sorted(results, key=lambda r: r.seconds, reverse=True)[:10]
     parts += ["<h2>Slowest hand-ins</h2>",
               _table(["student", "seconds", "status"], [[r.student, f"{r.seconds:.0f}", r.status] for r in slowest])]

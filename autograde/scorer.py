@@ -69,14 +69,21 @@ def specs(source: NotebookNode, mode: str) -> list[Spec]:
     """Every graded check call in the source notebook's test cells, evaluated for ``mode``.
 
     Raises ValueError for a call the grader cannot read (arguments that are
-    not constants, ``grading.threshold`` or ``data`` constants) or a label used twice.
+    not constants, ``grading.threshold`` or ``data`` constants), a label used
+    twice, or a check whose cell does not call ``grading.hand_in(model, label)``
+    with the same label first (so that handed-in weights can be graded).
     """
     found: list[Spec] = []
     for cell in source.cells:
         if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
             continue
         gid = cell.metadata["nbgrader"]["grade_id"]
-        for node in ast.walk(ast.parse(cell.source)):
+        tree = ast.parse(cell.source)
+        handed_in = {_value(n.args[1] if len(n.args) > 1 else next(k.value for k in n.keywords if k.arg == "label"),
+                            mode)
+                     for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                     and n.func.attr == "hand_in"}
+        for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "grading"
                     and node.func.attr in CHECKS):
@@ -87,6 +94,9 @@ def specs(source: NotebookNode, mode: str) -> list[Spec]:
                 dataset = _value(node.args[1], mode) if len(node.args) > 1 else kwargs.pop("dataset")
             except Exception as exc:
                 raise ValueError(f"{gid}: cannot read grading.{node.func.attr}(...) for outside scoring: {exc}") from exc
+            if kwargs["label"] not in handed_in:
+                raise ValueError(f"{gid}: grading.{node.func.attr}(..., label={kwargs['label']!r}) needs "
+                                 f"grading.hand_in(model, {kwargs['label']!r}) in the visible part of its cell")
             normalize = kwargs.get("normalize", False)
             found.append(Spec(grade_id=gid, kind=kind, label=kwargs["label"], dataset=dataset,
                               bound=float(kwargs[bound_name]), n_test=kwargs.get("n_test"),
@@ -107,8 +117,9 @@ def score(models: Path, plan: list[Spec]) -> list[dict]:
         path = models / grading.export_name(spec.label)
         row = {"grade_id": spec.grade_id, "label": spec.label, "value": None, "passed": False, "message": ""}
         if not path.is_file():
-            row["message"] = (f"{spec.label}: no trained model reached the grader (the hidden test did not get "
-                              f"as far as exporting it, or the notebook replaced the grading helpers)")
+            row["message"] = (f"{spec.label}: no trained model reached the grader (the test cell failed before "
+                              f"exporting it, e.g. no handed-in weights or weights that do not fit, or the "
+                              f"notebook replaced the grading helpers)")
         else:
             try:
                 normalize = tuple(tuple(x) for x in spec.normalize) if isinstance(spec.normalize, list) else spec.normalize

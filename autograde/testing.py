@@ -4,6 +4,7 @@ Nothing here touches the repository's own autograde/ folders.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -41,7 +42,7 @@ def copy_course(dest: Path, labs: list[str] | None = None, src: Path = REPO) -> 
         for top in ("solutions", "notebooks"):
             if (src / top / lab).is_dir():
                 shutil.copytree(src / top / lab, dest / top / lab,
-                                ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+                                ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "weights"))
     for top in ("solutions", "notebooks"):
         (dest / top).mkdir(exist_ok=True)
     return Course(dest)
@@ -122,14 +123,14 @@ def item_scores(course: Course, lab: str, student: str) -> dict[str, tuple[float
 
 
 def cell_errors(course: Course, lab: str, student: str) -> dict[str, str]:
-    """``grade_id -> last error`` for every failing nbgrader cell of a graded notebook."""
+    """``grade_id -> its errors`` (joined by " | ") for every failing nbgrader cell of a graded notebook."""
     path = course.folder("autograded") / student / lab / f"{lab}.ipynb"
-    out = {}
+    out: dict[str, list[str]] = {}
     for cell in read(path).cells:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error" and grade_id(cell):
-                out[grade_id(cell)] = f"{output.get('ename')}: {output.get('evalue')}"[:600]
-    return out
+                out.setdefault(grade_id(cell), []).append(f"{output.get('ename')}: {output.get('evalue')}"[:600])
+    return {gid: " | ".join(errors) for gid, errors in out.items()}
 
 
 # --------------------------------------------------------------------------- filling released notebooks
@@ -183,3 +184,28 @@ def insert_before_tests(nb: NotebookNode, code: str) -> NotebookNode:
     setup = next((i for i, c in enumerate(out.cells) if c.cell_type == "code"), 0)
     out.cells.insert(setup + 1, nbformat.v4.new_code_cell(code))
     return out
+
+
+# --------------------------------------------------------------------------- a student's own run
+
+# What the grader sets in its kernels; a student's run has none of it.
+GRADER_VARS = ("COURSE_EXPORT_DIR", "COURSE_GRADE_HANDIN", "COURSE_MAX_BATCHES", "COURSE_SANDBOX", "COURSE_GRADING_MODE")
+
+
+def run_as_student(nb: NotebookNode, folder: Path, lab: str, mode: str, timeout: int = 600) -> Path:
+    """Execute ``nb`` in ``folder`` as a student would before handing in (errors and all), in ``mode``.
+
+    Writes the executed notebook to ``folder/<lab>.ipynb``; the graded cells' ``grading.hand_in`` calls
+    save ``folder/weights/*.pt``. Returns the notebook's path.
+    """
+    from nbclient import NotebookClient
+
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in GRADER_VARS}
+    env["COURSE_MODE"] = mode
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(folder)}})
+    client.execute(env=env, cwd=str(folder))
+    path = folder / f"{lab}.ipynb"
+    nbformat.write(nb, path)
+    return path

@@ -175,8 +175,9 @@ def _load_handed_in(model: nn.Module, label: str, path: Path) -> None:
     except Exception as exc:
         hint = (f" They were trained in {trained_in} mode; this course grades in {mode} mode, where the model "
                 f"may be built differently." if trained_in and trained_in != mode else "")
+        details = "; ".join(line.strip() for line in str(exc).splitlines()[1:4] if line.strip())
         raise AssertionError(f"{label}: the handed-in weights do not fit the model this notebook builds "
-                             f"({str(exc).splitlines()[0][:300]} ...).{hint} Hand in the weights of this "
+                             f"({details[:400] or str(exc)[:400]}).{hint} Hand in the weights of this "
                              f"notebook's own run") from None
     print(f"{label}: loaded the handed-in weights ({trained_in or 'unknown'} mode) from {path}")
 

@@ -97,3 +97,53 @@ def test_check_accuracy_passes_or_fails_on_the_recomputed_accuracy(capsys):
     assert f"lookup: {expected:.4f}" in capsys.readouterr().out
     with pytest.raises(AssertionError, match=f"lookup is {expected:.4f}; at least 0.9500"):
         grading.check_accuracy(model, "mnist", at_least=0.95, n_test=300, label="lookup")
+
+
+# --------------------------------------------------------------------------- handed-in weights
+
+HAND_IN = """
+import sys, torch
+from torch import nn
+from course_utils import grading
+torch.manual_seed(int(sys.argv[1]))
+model = nn.Sequential(nn.Flatten(), nn.Linear(784, int(sys.argv[2])), nn.ReLU(), nn.Linear(int(sys.argv[2]), 10))
+try:
+    grading.hand_in(model, "The MLP")
+except AssertionError as exc:
+    print("FAILED", exc)
+print("SUM", float(sum(p.sum() for p in model.parameters())))
+"""
+
+
+def run_hand_in(folder, seed: int, hidden: int, **env) -> str:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("COURSE_EXPORT_DIR", "COURSE_GRADE_HANDIN")}
+    out = subprocess.run([sys.executable, "-c", HAND_IN, str(seed), str(hidden)], cwd=folder, capture_output=True,
+                         text=True, timeout=300, env=dict(clean, **env))
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_hand_in_saves_a_students_weights_and_the_grader_loads_them_strictly(tmp_path):
+    saved = run_hand_in(tmp_path, seed=1, hidden=32)
+    path = tmp_path / grading.weights_path("The MLP")
+    assert path == tmp_path / "weights" / "the-mlp.pt" and path.is_file() and "weights saved to" in saved
+    # The grader's kernel builds the model with other random weights and loads the handed-in ones over them.
+    loaded = run_hand_in(tmp_path, seed=2, hidden=32, COURSE_GRADE_HANDIN="1")
+    assert "loaded the handed-in weights" in loaded and "FAILED" not in loaded
+    assert loaded.splitlines()[-1] == saved.splitlines()[-1]  # the same parameters
+    # A model of another shape does not take them.
+    misfit = run_hand_in(tmp_path, seed=2, hidden=16, COURSE_GRADE_HANDIN="1")
+    assert "FAILED The MLP: the handed-in weights do not fit" in misfit and "size mismatch" in misfit
+    path.write_bytes(b"garbage")
+    assert "cannot be read" in run_hand_in(tmp_path, seed=2, hidden=32, COURSE_GRADE_HANDIN="1")
+    path.unlink()
+    assert "no trained weights were handed in" in run_hand_in(tmp_path, seed=2, hidden=32, COURSE_GRADE_HANDIN="1")
+
+
+def test_hand_in_writes_nothing_when_the_grader_re_trains(tmp_path):
+    run_hand_in(tmp_path, seed=1, hidden=32, COURSE_EXPORT_DIR=str(tmp_path / "models"))
+    assert not (tmp_path / "weights").exists()

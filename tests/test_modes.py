@@ -44,3 +44,18 @@ def test_data_and_cache_dirs(monkeypatch, tmp_path):
     assert modes.data_dir() == tmp_path.resolve()
     monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "c" / "d"))
     assert modes.cache_dir().is_dir()
+
+
+def test_quick_run_settings_come_from_the_started_environment():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom course_utils import modes\nos.environ['COURSE_MAX_BATCHES'] = '9'\n"
+            "os.environ['COURSE_GRADE_HANDIN'] = '0'\nprint(modes.max_batches(), modes.grading_handin())")
+    env = dict(os.environ, COURSE_MAX_BATCHES="2", COURSE_GRADE_HANDIN="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split() == ["2", "True"], out.stderr
+    env.update(COURSE_MAX_BATCHES="two")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "COURSE_MAX_BATCHES='two': use a positive whole number" in out.stderr

@@ -169,6 +169,11 @@ def test_specs_refuse_what_they_cannot_read():
     nb.cells = [cell]
     with pytest.raises(ValueError, match="acc: cannot read"):
         scorer.specs(nb, "smoke")
+    cell.source = 'grading.check_accuracy(m, "mnist", at_least=0.5, label="x")'
+    with pytest.raises(ValueError, match=r"acc: .*needs grading.hand_in\(model, 'x'\)"):
+        scorer.specs(nb, "smoke")
+    cell.source = 'grading.hand_in(m, "x")\n' + cell.source
+    assert [s.label for s in scorer.specs(nb, "smoke")] == ["x"]
 
 
 class Lookup(nn.Module):

@@ -138,3 +138,22 @@ def test_devices_and_parameter_counts(monkeypatch):
     frozen.bias.requires_grad_(False)
     assert training.count_parameters(frozen) == 6
     assert training.count_parameters(frozen, trainable_only=False) == 8
+
+
+def test_quick_runs_stop_each_epoch_and_evaluation_after_a_few_batches(small_mnist):
+    import os
+    import subprocess
+    import sys
+
+    loader = data.make_loader(small_mnist.train, 100)
+    assert training.evaluate(mlp(), loader, max_batches=3)["n"] == 300
+    assert training.evaluate(mlp(), loader)["n"] == 2000  # no limit unless the run was started with one
+    code = ("from torch import nn, optim\nfrom course_utils import data, training\n"
+            "train = data.mnist(n_train=1000, n_val=200, n_test=0, seed=0)\n"
+            "model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n"
+            "h = training.train(model, data.make_loader(train.train, 50), optim.SGD(model.parameters(), lr=0.1),\n"
+            "                   epochs=3, val_loader=data.make_loader(train.val, 50), progress=False)\n"
+            "print(len(h.steps), len(h.epochs), training.evaluate(model, data.make_loader(train.val, 50))['n'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, COURSE_MAX_BATCHES="2"))
+    assert out.stdout.split() == ["6", "3", "100"], out.stdout + out.stderr

@@ -1,0 +1,76 @@
+"""Grading handed-in weights: which hand-ins to re-train as an audit, what the audit flags, shared weights.
+
+With ``--handed-in`` the grader scores the weights a student's own run saved
+(see :func:`course_utils.grading.hand_in`) instead of re-training. That proves
+that the handed-in weights, in the model the student's code builds, reach the
+thresholds; not that this code trained them. The audit re-trains a sample of
+hand-ins the ordinary way and flags every score that the re-trained notebook
+misses or beats by more than :data:`autograde.config.AUDIT_MARGIN`; identical
+weight files handed in by different students are flagged too.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from pathlib import Path
+
+from .config import AUDIT_MARGIN
+
+
+def pick(jobs: list[tuple[str, str]], share: float, seed: int | None = None) -> set[tuple[str, str]]:
+    """The (lab, student) jobs to audit: ``share`` of each lab's jobs (a fraction <= 1, or a count), at least one.
+
+    Without ``seed`` the choice cannot be predicted by students.
+    """
+    if share <= 0:
+        return set()
+    rng = random.Random(seed)
+    chosen: set[tuple[str, str]] = set()
+    for lab in sorted({lab for lab, _ in jobs}):
+        mine = sorted(job for job in jobs if job[0] == lab)
+        count = max(1, math.ceil(share * len(mine))) if share <= 1 else int(share)
+        chosen |= set(rng.sample(mine, min(count, len(mine))))
+    return chosen
+
+
+def differs(kind: str, handed_in: float, retrained: float) -> bool:
+    """True when two scores of one check differ by more than the audit's margin for that kind of score."""
+    if kind == "accuracy":
+        return abs(handed_in - retrained) > AUDIT_MARGIN["accuracy"]
+    return abs(handed_in - retrained) > AUDIT_MARGIN["reconstruction"] * max(abs(retrained), 1e-9)
+
+
+def compare(handed_in: list[dict], retrained: list[dict], kinds: dict[str, str]) -> list[dict]:
+    """One row per check: the handed-in and the re-trained score, and whether the audit flags the difference."""
+    again = {row["label"]: row for row in retrained}
+    rows = []
+    for row in handed_in:
+        other = again.get(row["label"], {})
+        a, b = row.get("value"), other.get("value")
+        kind = kinds.get(row["label"], "accuracy")
+        if a is None or b is None:
+            flagged = a is not None  # weights that score while the student's own training does not run
+            note = "the re-trained notebook produced no model to score" if flagged else "not scored either way"
+        else:
+            flagged = differs(kind, a, b)
+            note = (f"{'handed-in weights score better' if (a > b) == (kind == 'accuracy') else 'the re-trained model scores better'}"
+                    f" by {abs(a - b):.4f}" if flagged else "within the margin")
+        rows.append({"label": row["label"], "kind": kind, "handed_in": a, "retrained": b, "flagged": flagged,
+                     "note": note})
+    return rows
+
+
+def weights_digests(folder: Path) -> dict[str, str]:
+    """``file name -> sha256`` of the handed-in weights in one submission's folder."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((folder / "weights").glob("*.pt"))
+            if p.is_file() and not p.is_symlink()}
+
+
+def same_weights(submitted: Path, lab: str) -> list[tuple[str, list[str]]]:
+    """Weight files handed in identically by more than one student: ``[(file, [students]), ...]``."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for folder in sorted(p for p in submitted.glob(f"*/{lab}") if p.is_dir()):
+        for name, digest in weights_digests(folder).items():
+            seen.setdefault((name, digest), []).append(folder.parent.name)
+    return [(name, students) for (name, _), students in sorted(seen.items()) if len(students) > 1]

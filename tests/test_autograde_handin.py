@@ -1,0 +1,170 @@
+"""Grading handed-in weights (``--handed-in``): a quick re-run checks the code, the weights are scored outside.
+
+One batch of the cheapest lab, sandboxed, in smoke mode. A student's own run
+(``testing.run_as_student``) saves the weights every hand-in carries; most
+hand-ins carry the good run's weights, whatever their code, so each test
+shows what the code still costs when the weights are good. A second, audited
+run re-trains two hand-ins: one honest, one whose weights were trained on the
+test images.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import autograde
+from autograde import sandbox, scorer, testing
+from course_utils import grading
+
+from test_autograde_bad import build
+
+REPO = Path(__file__).resolve().parent.parent
+LABS = autograde.Course(REPO).labs()
+LAB = LABS[0] if LABS else None
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(LAB is None, reason="no labs in solutions/ yet")]
+# A cell that makes the run train on the test images, for longer: what a cheating student does elsewhere
+# before handing in the clean notebook with those weights.
+CHEAT = """
+train_loader = data.make_loader(splits.test, BATCH_SIZE, shuffle=True, seed=SEED)
+splits.train = splits.test
+BUDGET.update(logreg_epochs=40, mlp_epochs=40)
+"""
+
+
+def cheating(nb):
+    """A copy of ``nb`` with :data:`CHEAT` right after the cell that loads the data."""
+    out = nbformat.from_dict(copy.deepcopy(nb))
+    at = next(i for i, c in enumerate(out.cells) if c.cell_type == "code" and "make_loaders(" in c.source)
+    out.cells.insert(at + 1, nbformat.v4.new_code_cell(CHEAT))
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    found = sandbox.support()
+    if not (found.bwrap and found.cgroups):
+        if os.environ.get("COURSE_SANDBOX_REQUIRED"):
+            pytest.fail("; ".join(found.warnings()))
+        pytest.skip("; ".join(found.warnings()))
+    course = testing.copy_course(tmp_path_factory.mktemp("handin"), [LAB])
+    autograde.generate(course, [LAB])
+    source, release = testing.notebooks(course, LAB)
+    solved = testing.solved(release, source)
+    runs = course.root / "student-runs"
+    good = testing.run_as_student(solved, runs / "good", LAB, "smoke").parent / "weights"
+    cheat = testing.run_as_student(cheating(solved), runs / "cheat", LAB, "smoke").parent / "weights"
+    mutants = build(course, source, release)
+    todos = [testing.grade_id(c) for c in release.cells if testing.is_todo(c)]
+    hand_ins = {"a_good": (solved, good), "b_raises": (mutants["b_raises"], good),
+                "h_hardcoded": (mutants["h_hardcoded"], good), "j_patcher": (mutants["j_patcher"], good),
+                "n_no_weights": (solved, None), "w_bad_weights": (solved, good), "x_cheat": (solved, cheat)}
+    hand_ins |= {f"blank_{todo}": (testing.fill(solved, {todo: next(c.source for c in release.cells
+                                                                     if testing.grade_id(c) == todo)}), good)
+                 for todo in todos}
+    inbox = course.root / "inbox"
+    for student, (nb, weights) in hand_ins.items():
+        folder = testing.hand_in(inbox, student, LAB, nb).parent
+        if weights is not None:
+            shutil.copytree(weights, folder / "weights")
+    specs = scorer.specs(source, "smoke")
+    first, second = (inbox / "w_bad_weights" / LAB / grading.weights_path(s.label) for s in specs[:2])
+    shutil.copyfile(second, first)         # the second model's weights where the first one's belong
+    second.write_bytes(b"not a torch file")  # and a damaged file
+    autograde.collect(course, inbox)
+    # The instructor ran the solution too: its weights sit in the source folder and must reach nobody.
+    shutil.copytree(cheat, course.folder("source") / LAB / "weights")
+    options = dict(mode="smoke", workers=2, sandboxed=True, handed_in=True)
+    results = {r.student: r for r in autograde.autograde(
+        course, [LAB], students=[s for s in hand_ins if s not in ("a_good", "x_cheat")], **options)}
+    results |= {r.student: r for r in autograde.autograde(course, [LAB], students=["a_good", "x_cheat"],
+                                                          audit_share=1.0, **options)}
+    return course, release, specs, todos, results
+
+
+def scores(course, student):
+    return testing.item_scores(course, LAB, student)
+
+
+def why(course, student):
+    return f"{student}: scores {scores(course, student)}, errors {testing.cell_errors(course, LAB, student)}"
+
+
+def test_good_hand_in_keeps_full_marks_and_passes_its_audit(batch):
+    course, _, specs, _, results = batch
+    assert results["a_good"].status == "graded", results["a_good"].message
+    assert all(got == most for got, most in scores(course, "a_good").values()), why(course, "a_good")
+    audit = results["a_good"].audit
+    assert [row["label"] for row in audit] == [s.label for s in specs]
+    assert not any(row["flagged"] for row in audit), audit
+    # the handed-in weights and the re-trained model are the same run of the same seeded code
+    assert all(abs(row["handed_in"] - row["retrained"]) <= 0.02 for row in audit), audit
+
+
+def test_each_blank_todo_still_loses_its_tests(batch):
+    """Good weights do not buy back the code: the test right after each TODO left blank scores 0."""
+    course, release, _, todos, _ = batch
+    cells = release.cells
+    for todo in todos:
+        at = next(i for i, c in enumerate(cells) if testing.grade_id(c) == todo)
+        test = next(testing.grade_id(c) for c in cells[at:] if testing.is_test(c))
+        got = scores(course, f"blank_{todo}")
+        assert got[test][0] == 0, f"blank {todo}: {why(course, f'blank_{todo}')}"
+        assert sum(s for s, _ in got.values()) < sum(m for _, m in got.values())
+
+
+def test_mutants_lose_what_they_lose_when_re_trained(batch):
+    course, release, specs, _, _ = batch
+    accuracy = {s.grade_id for s in specs}
+    assert sum(s for s, _ in scores(course, "h_hardcoded").values()) == 0, why(course, "h_hardcoded")
+    patched = scores(course, "j_patcher")
+    assert all(patched[gid][0] == 0 for gid in accuracy), why(course, "j_patcher")
+    raised = scores(course, "b_raises")
+    last = max(i for i, c in enumerate(release.cells) if testing.is_todo(c))
+    after = [testing.grade_id(c) for c in release.cells[last:] if testing.is_test(c)]
+    assert all(raised[gid][0] == 0 for gid in after), why(course, "b_raises")
+    assert all(raised[gid][0] == raised[gid][1] for gid in raised if gid not in after), why(course, "b_raises")
+
+
+def test_missing_weights_cost_only_the_accuracy_items_with_the_reason(batch):
+    course, _, specs, _, results = batch
+    accuracy = {s.grade_id for s in specs}
+    got = scores(course, "n_no_weights")
+    assert all(got[gid][0] == 0 for gid in accuracy) and all(s == m for g, (s, m) in got.items()
+                                                               if g not in accuracy), why(course, "n_no_weights")
+    errors = testing.cell_errors(course, LAB, "n_no_weights")
+    assert all("no trained weights were handed in" in errors[gid] for gid in accuracy), errors
+
+
+def test_weights_that_do_not_fit_or_are_damaged_are_caught(batch):
+    course, _, specs, _, _ = batch
+    first, second = specs[0].grade_id, specs[1].grade_id
+    got, errors = scores(course, "w_bad_weights"), testing.cell_errors(course, LAB, "w_bad_weights")
+    assert got[first][0] == 0 and "do not fit the model this notebook builds" in errors[first], errors
+    assert re.search(r"Missing key|Unexpected key|size mismatch", errors[first]), errors  # says which tensors
+    assert got[second][0] == 0 and "cannot be read" in errors[second], errors
+    assert all(s == m for g, (s, m) in got.items() if g not in (first, second)), why(course, "w_bad_weights")
+
+
+def test_weights_trained_on_the_test_images_are_flagged_by_the_audit(batch):
+    course, _, specs, _, results = batch
+    cheat = results["x_cheat"]
+    assert all(got == most for got, most in scores(course, "x_cheat").values())  # the weights do pass...
+    flagged = [row for row in cheat.audit if row["flagged"]]
+    assert flagged and all(row["handed_in"] > row["retrained"] + 0.05 for row in flagged), cheat.audit
+    assert "AUDIT" in cheat.message and "handed-in weights score better" in cheat.message
+
+
+def test_report_shows_audit_flags_and_identical_weights(batch):
+    course, _, specs, todos, _ = batch
+    html = (course.config_dir / "reports" / f"{LAB}.html").read_text()
+    assert "Audit: handed-in weights against re-training" in html and "FLAGGED" in html
+    assert "Identical handed-in weights" in html and "blank_" in html and "<img" in html
+    rows = [line for line in sorted((course.config_dir / "reports").glob("autograde-*.csv"))[-1].read_text()
+            .splitlines() if line.startswith("x_cheat")]
+    assert rows and "FLAGGED" in rows[0]
