@@ -19,7 +19,7 @@ from .config import AUDIT_MARGIN
 
 
 def pick(jobs: list[tuple[str, str]], share: float, seed: int | None = None) -> set[tuple[str, str]]:
-    """The (lab, student) jobs to audit: ``share`` of each lab's jobs (a fraction <= 1, or a count), at least one.
+    """The (lab, student) jobs to audit in each lab: a fraction of them (``share`` < 1, at least one) or a count.
 
     Without ``seed`` the choice cannot be predicted by students.
     """
@@ -29,7 +29,7 @@ def pick(jobs: list[tuple[str, str]], share: float, seed: int | None = None) -> 
     chosen: set[tuple[str, str]] = set()
     for lab in sorted({lab for lab, _ in jobs}):
         mine = sorted(job for job in jobs if job[0] == lab)
-        count = max(1, math.ceil(share * len(mine))) if share <= 1 else int(share)
+        count = max(1, math.ceil(share * len(mine))) if share < 1 else int(share)
         chosen |= set(rng.sample(mine, min(count, len(mine))))
     return chosen
 

@@ -67,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
                    help="grade the weights handed in with each notebook (weights/*.pt) after a quick re-run of its "
                         "code, instead of re-training")
     s.add_argument("--audit", type=float, default=0.0, metavar="SHARE",
-                   help="with --handed-in: also re-train this share of each lab's hand-ins (0.1 = 10%%, 3 = three) "
+                   help="with --handed-in: also re-train this share of each lab's hand-ins (below 1 a fraction: 0.1 = 10%%; "
+                        "from 1 on a count: 3 = three) "
                         "and flag scores the re-training does not reproduce")
     s.add_argument("--audit-seed", type=int, help="seed for choosing the audited hand-ins (default: unpredictable)")
     s = steps.add_parser("export", help="grades as CSV")

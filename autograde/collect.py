@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 
+from .config import MAX_HANDIN_BYTES
 from .course import IGNORED, STUDENT_ID, Course, GradingError
 
 
@@ -34,13 +35,19 @@ def _links(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_symlink()]
 
 
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]:
     """Copy ``folder/<student>/<lab>/`` into autograde/submitted/, checking each submission.
 
     A submission already collected and unchanged is skipped; a changed one is
     replaced only with ``update=True``. Unreadable notebooks are still copied
     (nothing is lost) and reported; a hand-in holding symbolic links is not
-    copied (a link could make the grader read or overwrite other files).
+    copied (a link could make the grader read or overwrite other files), nor
+    one larger than ``MAX_HANDIN_BYTES`` (the notebook and its ``weights/``
+    take a few MB).
     Returns one row per student and lab folder: ``student, lab, status, message``.
     """
     folder = Path(folder).resolve()
@@ -64,6 +71,9 @@ def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]
                 row.update(status="skipped", message=f"no {notebook.name} in {lab_dir}")
             elif links := _links(lab_dir):
                 row.update(status="skipped", message=f"holds symbolic links ({links[0].name}); hand in plain files")
+            elif (size := _size(lab_dir)) > MAX_HANDIN_BYTES:
+                row.update(status="skipped", message=f"{size / 1e6:.0f} MB, more than the {MAX_HANDIN_BYTES / 1e6:.0f} MB "
+                                                     f"allowed; hand in the notebook and its weights/ folder only")
             elif dest.exists() and not _differs(lab_dir, dest):
                 row.update(status="unchanged")
             elif dest.exists() and not update:

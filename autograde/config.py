@@ -26,6 +26,7 @@ RELEASE_IGNORED = [*IGNORED_FILES, "weights"]
 # Grading handed-in weights (--handed-in): each training epoch and evaluation of the quick re-run stops
 # after this many batches; an audit flags a score that the re-trained notebook misses by more than this.
 HANDIN_BATCHES = 2
+MAX_HANDIN_BYTES = 200 << 20  # one student's folder for one lab (the notebook and its weights: a few MB)
 AUDIT_MARGIN = {"accuracy": 0.05, "reconstruction": 0.25}  # absolute accuracy; relative error
 
 

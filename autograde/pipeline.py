@@ -399,9 +399,10 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
     options = {"sandboxed": sandboxed, "memory": memory, "processes": processes}
     audited = audit.pick(jobs, audit_share, audit_seed) if handed_in else set()
     plan = make_plan(course, settings, work_root=Path(tempfile.gettempdir()), **options)
-    for warning in sandbox.support().warnings() if plan.sandbox or sandboxed is None else []:
+    warnings = sandbox.support().warnings() if plan.sandbox or sandboxed is None else []
+    for warning in warnings:
         log.warning(warning)
-    if not plan.sandbox:
+    if not plan.sandbox and not any("UNSANDBOXED" in w for w in warnings):
         log.warning("UNSANDBOXED: submissions run with the grader's rights")
     log.info("grading %d submission(s)%s in mode %s with %s; limits: %d s per cell, %.0f s per submission%s",
              len(jobs), f" from their handed-in weights ({len(audited)} re-trained as an audit)" if handed_in

@@ -192,17 +192,21 @@ def insert_before_tests(nb: NotebookNode, code: str) -> NotebookNode:
 GRADER_VARS = ("COURSE_EXPORT_DIR", "COURSE_GRADE_HANDIN", "COURSE_MAX_BATCHES", "COURSE_SANDBOX", "COURSE_GRADING_MODE")
 
 
-def run_as_student(nb: NotebookNode, folder: Path, lab: str, mode: str, timeout: int = 600) -> Path:
+def run_as_student(nb: NotebookNode, folder: Path, lab: str, mode: str, timeout: int = 600,
+                   max_batches: int | None = None) -> Path:
     """Execute ``nb`` in ``folder`` as a student would before handing in (errors and all), in ``mode``.
 
     Writes the executed notebook to ``folder/<lab>.ipynb``; the graded cells' ``grading.hand_in`` calls
-    save ``folder/weights/*.pt``. Returns the notebook's path.
+    save ``folder/weights/*.pt``. ``max_batches`` makes it a quick run (weights of the right shapes,
+    barely trained: for benchmarks). Returns the notebook's path.
     """
     from nbclient import NotebookClient
 
     folder.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in GRADER_VARS}
     env["COURSE_MODE"] = mode
+    if max_batches:
+        env["COURSE_MAX_BATCHES"] = str(max_batches)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(folder)}})
     client.execute(env=env, cwd=str(folder))

@@ -2,6 +2,7 @@
 
     flock /tmp/coursekit-cpu.lock python benchmarks/bench_autograde.py                 # the grading mode (laptop)
     flock /tmp/coursekit-cpu.lock python benchmarks/bench_autograde.py --mode smoke --labs lab1_mnist_mlp
+    flock /tmp/coursekit-cpu.lock python benchmarks/bench_autograde.py --handed-in --workers 2   # the cheap way
 
 For each lab, the solution pasted into the released notebook is graded (sandboxed, through the
 Dask LocalCluster, as ``python -m autograde autograde`` does):
@@ -14,12 +15,18 @@ Dask LocalCluster, as ``python -m autograde autograde`` does):
 The fixed overhead that is not the notebook's own run (cluster start, nbgrader and kernel start,
 sandbox, merge) is measured on the toy lab, whose notebook costs nothing. Use the figures with
 the sizing rule in autograde/README.md.
+
+``--handed-in`` measures the cheap way instead (``autograde --handed-in``): each hand-in carries
+weights saved by a quick student run in the grading mode (right shapes, barely trained: the
+accuracy items fail, which costs the grader the same), and is graded by a quick re-run plus
+outside scoring of those weights.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -32,9 +39,11 @@ from autograde import testing
 REPO = Path(__file__).resolve().parent.parent
 
 
-def grade(course: autograde.Course, lab: str, students: list[str], workers: int, mode: str) -> tuple[float, list]:
+def grade(course: autograde.Course, lab: str, students: list[str], workers: int, mode: str,
+          handed_in: bool = False) -> tuple[float, list]:
     start = time.perf_counter()
-    results = autograde.autograde(course, [lab], students=students, workers=workers, force=True, mode=mode)
+    results = autograde.autograde(course, [lab], students=students, workers=workers, force=True, mode=mode,
+                                  handed_in=handed_in)
     seconds = time.perf_counter() - start
     bad = [r for r in results if r.status != "graded"]
     if bad:
@@ -52,6 +61,7 @@ def main() -> int:
     parser.add_argument("--labs", nargs="*", help="labs to measure (default: all)")
     parser.add_argument("--batch", type=int, default=4, help="submissions per batch (0 skips the batches)")
     parser.add_argument("--workers", type=int, nargs="*", help="worker counts for the batches (default: 1 2 N)")
+    parser.add_argument("--handed-in", action="store_true", help="grade handed-in weights (the cheap way)")
     args = parser.parse_args()
 
     repo = autograde.Course(REPO)
@@ -59,7 +69,8 @@ def main() -> int:
     cores = os.cpu_count() or 1
     mode = args.mode or repo.settings()["mode"]
     counts = sorted(set(args.workers or [1, 2, cores]))
-    print(f"# bench_autograde: mode {mode}, {cores} CPU cores, {platform.processor() or platform.machine()}, "
+    way = "handed-in weights" if args.handed_in else "re-training"
+    print(f"# bench_autograde: {way}, mode {mode}, {cores} CPU cores, {platform.processor() or platform.machine()}, "
           f"{time.strftime('%Y-%m-%d')}")
     rows, batches = [], []
     with tempfile.TemporaryDirectory(prefix="bench-autograde-") as tmp:
@@ -70,26 +81,32 @@ def main() -> int:
         n = max(args.batch, 1)
         for lab in course.labs():
             source, release = testing.notebooks(course, lab)
+            solved = testing.solved(release, source)
+            weights = None
+            if args.handed_in and lab != testing.TOY_LAB:
+                weights = testing.run_as_student(solved, Path(tmp) / "runs" / lab, lab, mode, max_batches=2).parent
             for i in range(n):
-                testing.hand_in(inbox, f"s{i:03d}", lab, testing.solved(release, source))
+                folder = testing.hand_in(inbox, f"s{i:03d}", lab, solved).parent
+                if weights is not None:
+                    shutil.copytree(weights / "weights", folder / "weights")
         autograde.collect(course, inbox)
         for lab in [testing.TOY_LAB, *labs]:
-            seconds, results = grade(course, lab, ["s000"], 1, mode)
+            seconds, results = grade(course, lab, ["s000"], 1, mode, args.handed_in)
             rows.append((lab, seconds, part(results, "nbgrader"), part(results, "scoring"), part(results, "merge")))
             print(f"{lab}: {seconds:.1f} s alone", flush=True)
             for workers in counts if args.batch and lab != testing.TOY_LAB else []:
                 students = [f"s{i:03d}" for i in range(args.batch)]
-                seconds, _ = grade(course, lab, students, workers, mode)
+                seconds, _ = grade(course, lab, students, workers, mode, args.handed_in)
                 batches.append((lab, workers, seconds / args.batch))
                 print(f"{lab}: batch of {args.batch} with {workers} worker(s) {seconds:.1f} s", flush=True)
 
-    print(f"\n## one submission alone, one worker (mode {mode}; seconds)")
+    print(f"\n## one submission alone, one worker ({way}, mode {mode}; seconds)")
     print("| lab | whole | nbgrader run | outside scoring | merge | overhead (whole - nbgrader run) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for lab, whole, run, scoring, merge in rows:
         print(f"| {lab} | {whole:.1f} | {run:.1f} | {scoring:.1f} | {merge:.2f} | {whole - run:.1f} |")
     if batches:
-        print(f"\n## batches of {args.batch} (mode {mode})")
+        print(f"\n## batches of {args.batch} ({way}, mode {mode})")
         print("| lab | workers | seconds per submission | submissions per hour | per hour per core |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for lab, workers, per in batches:

@@ -3,9 +3,13 @@
 One batch of the cheapest lab, sandboxed, in smoke mode. A student's own run
 (``testing.run_as_student``) saves the weights every hand-in carries; most
 hand-ins carry the good run's weights, whatever their code, so each test
-shows what the code still costs when the weights are good. A second, audited
-run re-trains two hand-ins: one honest, one whose weights were trained on the
-test images.
+shows what the code still costs when the weights are good: each TODO left
+blank, and the bad batch's mutants that lose marks (``test_autograde_bad``:
+broken code, a syntax error, a truncated file, hard-coded accuracies, patched
+grading helpers). Its other hand-ins meet the sandbox, the limits and the
+restored test cells before any weights are read, the same in both ways. A
+second, audited run re-trains two hand-ins: one honest, one whose weights were
+trained on the test images.
 """
 from __future__ import annotations
 
@@ -61,9 +65,10 @@ def batch(tmp_path_factory):
     cheat = testing.run_as_student(cheating(solved), runs / "cheat", LAB, "smoke").parent / "weights"
     mutants = build(course, source, release)
     todos = [testing.grade_id(c) for c in release.cells if testing.is_todo(c)]
-    hand_ins = {"a_good": (solved, good), "b_raises": (mutants["b_raises"], good),
-                "h_hardcoded": (mutants["h_hardcoded"], good), "j_patcher": (mutants["j_patcher"], good),
-                "n_no_weights": (solved, None), "w_bad_weights": (solved, good), "x_cheat": (solved, cheat)}
+    hand_ins = {name: (mutants[name], good) for name in ("b_raises", "d_syntax", "g_truncated", "h_hardcoded",
+                                                         "j_patcher")}
+    hand_ins |= {"a_good": (solved, good), "n_no_weights": (solved, None), "w_bad_weights": (solved, good),
+                 "x_cheat": (solved, cheat)}
     hand_ins |= {f"blank_{todo}": (testing.fill(solved, {todo: next(c.source for c in release.cells
                                                                      if testing.grade_id(c) == todo)}), good)
                  for todo in todos}
@@ -83,7 +88,7 @@ def batch(tmp_path_factory):
     results = {r.student: r for r in autograde.autograde(
         course, [LAB], students=[s for s in hand_ins if s not in ("a_good", "x_cheat")], **options)}
     results |= {r.student: r for r in autograde.autograde(course, [LAB], students=["a_good", "x_cheat"],
-                                                          audit_share=1.0, **options)}
+                                                          audit_share=2, **options)}
     return course, release, specs, todos, results
 
 
@@ -119,16 +124,18 @@ def test_each_blank_todo_still_loses_its_tests(batch):
 
 
 def test_mutants_lose_what_they_lose_when_re_trained(batch):
-    course, release, specs, _, _ = batch
+    course, release, specs, _, results = batch
     accuracy = {s.grade_id for s in specs}
+    assert results["g_truncated"].status == "error" and "not valid JSON" in results["g_truncated"].message
     assert sum(s for s, _ in scores(course, "h_hardcoded").values()) == 0, why(course, "h_hardcoded")
     patched = scores(course, "j_patcher")
     assert all(patched[gid][0] == 0 for gid in accuracy), why(course, "j_patcher")
-    raised = scores(course, "b_raises")
     last = max(i for i, c in enumerate(release.cells) if testing.is_todo(c))
     after = [testing.grade_id(c) for c in release.cells[last:] if testing.is_test(c)]
-    assert all(raised[gid][0] == 0 for gid in after), why(course, "b_raises")
-    assert all(raised[gid][0] == raised[gid][1] for gid in raised if gid not in after), why(course, "b_raises")
+    for student in ("b_raises", "d_syntax"):
+        got = scores(course, student)
+        assert all(got[gid][0] == 0 for gid in after), why(course, student)
+        assert all(got[gid][0] == got[gid][1] for gid in got if gid not in after), why(course, student)
 
 
 def test_missing_weights_cost_only_the_accuracy_items_with_the_reason(batch):

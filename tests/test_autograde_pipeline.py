@@ -157,6 +157,12 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
     rows = {r["student"]: r for r in autograde.collect(toy, inbox)}
     assert rows["no notebook"]["status"] == "skipped" and "letters, digits" in rows["no notebook"]["message"]
     assert rows["ann"]["status"] == "skipped" and f"no {LAB}.ipynb" in rows["ann"]["message"]
+    big = testing.hand_in(inbox, "bob", LAB, testing.read(toy.folder("source") / LAB / f"{LAB}.ipynb")).parent
+    (big / "weights").mkdir()
+    with open(big / "weights" / "huge.pt", "wb") as out:  # sparse: no disk used
+        out.truncate(autograde.config.MAX_HANDIN_BYTES + 1)
+    rows = {r["student"]: r for r in autograde.collect(toy, inbox)}
+    assert rows["bob"]["status"] == "skipped" and "hand in the notebook and its weights/ folder only" in rows["bob"]["message"]
     assert not toy.folder("submitted").exists()
 
 
@@ -262,3 +268,15 @@ def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+def test_audit_sample_is_a_share_or_a_count_per_lab():
+    from autograde import audit
+
+    jobs = [(lab, f"s{i:02d}") for lab in ("lab_a", "lab_b") for i in range(20)]
+    tenth = audit.pick(jobs, 0.1, seed=1)
+    assert sorted(lab for lab, _ in tenth) == ["lab_a"] * 2 + ["lab_b"] * 2
+    assert len(audit.pick(jobs, 3, seed=1)) == 6 and len(audit.pick(jobs, 0.01, seed=1)) == 2  # at least one
+    assert audit.pick(jobs, 0.1, seed=1) == tenth and not audit.pick(jobs, 0)
+    assert audit.differs("accuracy", 0.90, 0.84) and not audit.differs("accuracy", 0.90, 0.86)
+    assert audit.differs("reconstruction", 10.0, 7.5) and not audit.differs("reconstruction", 9.0, 7.5)
