@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from nbformat import NotebookNode
 
 from course_utils.modes import BATCHES_VAR, HANDIN_VAR
 

@@ -109,16 +109,21 @@ def digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory):
+def sandboxed_course(folder: Path) -> tuple[autograde.Course, nbformat.NotebookNode, nbformat.NotebookNode]:
+    """(course, source, release) of LAB in ``folder``; skips without the sandbox (fails in CI)."""
     found = sandbox.support()
     if not (found.bwrap and found.cgroups):
         if os.environ.get("COURSE_SANDBOX_REQUIRED"):
             pytest.fail("; ".join(found.warnings()))
         pytest.skip("; ".join(found.warnings()))
-    course = testing.copy_course(tmp_path_factory.mktemp("bad"), [LAB])
+    course = testing.copy_course(folder, [LAB])
     autograde.generate(course, [LAB])
-    source, release = testing.notebooks(course, LAB)
+    return (course, *testing.notebooks(course, LAB))
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    course, source, release = sandboxed_course(tmp_path_factory.mktemp("bad"))
     inbox = course.root / "inbox"
     for student, nb in build(course, source, release).items():
         testing.hand_in(inbox, student, LAB, nb)

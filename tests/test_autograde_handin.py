@@ -14,7 +14,6 @@ trained on the test images.
 from __future__ import annotations
 
 import copy
-import os
 import re
 import shutil
 from pathlib import Path
@@ -23,10 +22,10 @@ import nbformat
 import pytest
 
 import autograde
-from autograde import sandbox, scorer, testing
+from autograde import scorer, testing
 from course_utils import grading
 
-from test_autograde_bad import build
+from test_autograde_bad import build, sandboxed_course
 
 REPO = Path(__file__).resolve().parent.parent
 LABS = autograde.Course(REPO).labs()
@@ -51,14 +50,7 @@ def cheating(nb):
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    found = sandbox.support()
-    if not (found.bwrap and found.cgroups):
-        if os.environ.get("COURSE_SANDBOX_REQUIRED"):
-            pytest.fail("; ".join(found.warnings()))
-        pytest.skip("; ".join(found.warnings()))
-    course = testing.copy_course(tmp_path_factory.mktemp("handin"), [LAB])
-    autograde.generate(course, [LAB])
-    source, release = testing.notebooks(course, LAB)
+    course, source, release = sandboxed_course(tmp_path_factory.mktemp("handin"))
     solved = testing.solved(release, source)
     runs = course.root / "student-runs"
     good = testing.run_as_student(solved, runs / "good", LAB, "smoke").parent / "weights"
