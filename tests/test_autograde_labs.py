@@ -8,7 +8,6 @@ themselves: they are discovered from solutions/<lab>/<lab>.ipynb.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest

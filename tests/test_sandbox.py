@@ -1,7 +1,6 @@
 """The grading sandbox's parts on their own: bubblewrap, cgroup limits, the integrity probe, the outside scorer."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
