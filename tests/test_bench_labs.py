@@ -1,0 +1,36 @@
+"""benchmarks/bench_labs.py: reads every graded score a notebook prints, and knows each one's original figure."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograde import scorer
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_labs", ROOT / "benchmarks" / "bench_labs.py")
+bench_labs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_labs)
+
+
+@pytest.mark.parametrize("lab", bench_labs.labs())
+def test_every_graded_score_has_an_original_figure(lab):
+    source = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    labels = {spec.label for spec in scorer.specs(source, "laptop")}
+    assert labels == set(bench_labs.ORIGINAL.get(lab, {})), \
+        f"benchmarks/bench_labs.py ORIGINAL[{lab!r}] should name exactly the graded labels {sorted(labels)}"
+
+
+def test_printed_scores_reads_what_the_checks_print():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=(
+        "test accuracy of trained['early']: weights saved to weights/x.pt (1.45 MB, laptop mode)\n"
+        "test accuracy of trained['early']: 0.5080 (at least 0.4 needed)\n"
+        "autoencoder test reconstruction error: 7.0312 (at most 14 allowed)\n"))]
+    nb.cells.append(cell)
+    found = bench_labs.printed_scores(nb, ["test accuracy of trained['early']", "autoencoder test reconstruction error",
+                                           "MLP test accuracy"])
+    assert found == {"test accuracy of trained['early']": 0.508, "autoencoder test reconstruction error": 7.0312}
