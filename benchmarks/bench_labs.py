@@ -32,7 +32,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autograde import scorer  # noqa: E402  (the grader's reading of the checks)
+from autograde import scorer  # the grader's own reading of the checks
 
 # The original assignments' figures for each graded score (full protocol), by lab and label.
 ORIGINAL: dict[str, dict[str, tuple[float, str]]] = {
