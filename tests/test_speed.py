@@ -1,0 +1,59 @@
+"""course_utils.speed: the bfloat16 wrapper trains the wrapped module itself, step after step."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_utils import speed
+
+needs_bf16 = pytest.mark.skipif(not speed.cpu_bf16_supported(), reason="this CPU has no native bfloat16")
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+
+
+def test_wrapper_shares_parameters_and_returns_float32():
+    model = small_cnn()
+    wrapped = speed.Autocast(model)
+    assert [id(p) for p in wrapped.parameters()] == [id(p) for p in model.parameters()]
+    out = wrapped(torch.randn(2, 3, 8, 8))
+    assert out.dtype == torch.float32 and out.shape == (2, 10)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_every_step_sees_the_updated_weights():
+    # One autocast region around a whole loop would reuse the first step's bfloat16 weight copies:
+    # the loss of a fixed batch would then never go down.
+    model = small_cnn()
+    wrapped = speed.Autocast(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    losses = []
+    for _ in range(30):
+        loss = F.cross_entropy(wrapped(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+    # The module alone, in float32, agrees with the wrapper up to bfloat16 rounding.
+    with torch.no_grad():
+        assert torch.allclose(model(x), wrapped(x), atol=0.1 * model(x).abs().max().item())
+
+
+@needs_bf16
+def test_fast_cpu_wraps_on_a_bf16_cpu_and_can_be_turned_off(monkeypatch):
+    model = small_cnn()
+    wrapped = speed.fast_cpu(model, "cpu")
+    assert isinstance(wrapped, speed.Autocast) and wrapped.module is model
+    monkeypatch.setenv(speed.DISABLE_VARIABLE, "1")
+    assert speed.fast_cpu(model, "cpu") is model
+
+
+def test_fast_cpu_leaves_other_devices_alone():
+    model = small_cnn().to("meta")
+    assert speed.fast_cpu(model) is model
