@@ -18,8 +18,7 @@ def write_csv(folder: Path, results: list) -> Path | None:
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
         for r in results:
-            outside = "; ".join(f"{row['label']}={row['value']:.4f}" if row["value"] is not None
-                                else f"{row['label']}=not scored" for row in r.outside)
+            outside = "; ".join(f"{row['label']}={_value(row['value'])}" for row in r.outside)
             audited = "; ".join(f"{row['label']}: {_value(row['handed_in'])} handed in, {_value(row['retrained'])} "
                                 f"re-trained{' FLAGGED' if row['flagged'] else ''}" for row in r.audit)
             writer.writerow([r.student, r.lab, r.status, r.score, r.max_score, f"{r.seconds:.1f}", r.message,
@@ -93,8 +92,8 @@ def write_html(course, lab: str, results: list, same_weights: list[tuple[str, li
         parts += ["<h2>Items</h2>", _figure_html(fig)]
     errors = [[r.student, r.message, r.log] for r in results if r.status != "graded"]
     parts += ["<h2>Errors</h2>", _table(["student", "reason", "log"], errors)]
-    flagged = [[r.student, row["label"], "not scored" if row["value"] is None else f"{row['value']:.4f}",
-                row["message"]] for r in results for row in r.outside if not row["passed"]]
+    flagged = [[r.student, row["label"], _value(row["value"]), row["message"]]
+               for r in results for row in r.outside if not row["passed"]]
     parts += ["<h2>Failed outside scores</h2>", _table(["student", "check", "value", "why"], flagged)]
     audited = [r for r in results if r.audit]
     if audited or same_weights:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 from nbformat import NotebookNode
 from nbgrader import utils
@@ -65,6 +66,15 @@ def _value(node: ast.expr, mode: str):
     return eval(code, {"__builtins__": {}, "grading": _PerMode(mode), "data": data})  # instructor's own source
 
 
+def _grading_calls(tree: ast.AST, names) -> Iterator[ast.Call]:
+    """The calls ``grading.<name>(...)`` in ``tree``, for each ``name`` in ``names``."""
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "grading"
+                and node.func.attr in names):
+            yield node
+
+
 def specs(source: NotebookNode, mode: str) -> list[Spec]:
     """Every graded check call in the source notebook's test cells, evaluated for ``mode``.
 
@@ -79,15 +89,13 @@ def specs(source: NotebookNode, mode: str) -> list[Spec]:
             continue
         gid = cell.metadata["nbgrader"]["grade_id"]
         tree = ast.parse(cell.source)
-        handed_in = {_value(n.args[1] if len(n.args) > 1 else next(k.value for k in n.keywords if k.arg == "label"),
-                            mode)
-                     for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                     and n.func.attr == "hand_in"}
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "grading"
-                    and node.func.attr in CHECKS):
-                continue
+        try:
+            handed_in = {_value(call.args[1], mode) if len(call.args) > 1
+                         else _value(next(k.value for k in call.keywords if k.arg == "label"), mode)
+                         for call in _grading_calls(tree, {"hand_in"})}
+        except Exception as exc:
+            raise ValueError(f"{gid}: cannot read the label of grading.hand_in(...): {exc!r}") from exc
+        for node in _grading_calls(tree, CHECKS.keys()):
             kind, bound_name = CHECKS[node.func.attr]
             try:
                 kwargs = {kw.arg: _value(kw.value, mode) for kw in node.keywords}

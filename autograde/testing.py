@@ -13,8 +13,13 @@ import nbformat
 from nbformat import NotebookNode
 from nbgrader import utils
 
+from course_utils import modes
+from course_utils.grading import EXPORT_VAR
+
+from .config import GRADING_MODE_VAR
 from .course import REPO, Course
 from .gradebook import item_scores as _item_scores
+from .sandbox import SANDBOX_VAR
 
 TOY_LAB = "toy_lab"
 _MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
@@ -189,7 +194,7 @@ def insert_before_tests(nb: NotebookNode, code: str) -> NotebookNode:
 # --------------------------------------------------------------------------- a student's own run
 
 # What the grader sets in its kernels; a student's run has none of it.
-GRADER_VARS = ("COURSE_EXPORT_DIR", "COURSE_GRADE_HANDIN", "COURSE_MAX_BATCHES", "COURSE_SANDBOX", "COURSE_GRADING_MODE")
+GRADER_VARS = (EXPORT_VAR, modes.HANDIN_VAR, modes.BATCHES_VAR, SANDBOX_VAR, GRADING_MODE_VAR)
 
 
 def run_as_student(nb: NotebookNode, folder: Path, lab: str, mode: str, timeout: int = 600,
@@ -204,9 +209,9 @@ def run_as_student(nb: NotebookNode, folder: Path, lab: str, mode: str, timeout:
 
     folder.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in GRADER_VARS}
-    env["COURSE_MODE"] = mode
+    env[modes.MODE_VAR] = mode
     if max_batches:
-        env["COURSE_MAX_BATCHES"] = str(max_batches)
+        env[modes.BATCHES_VAR] = str(max_batches)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(folder)}})
     client.execute(env=env, cwd=str(folder))

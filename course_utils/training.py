@@ -6,6 +6,7 @@ import os
 import random
 import sys
 import time
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -113,9 +114,7 @@ def evaluate(
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     try:
-        for index, (x, y) in enumerate(loader):
-            if limit is not None and index >= limit:
-                break
+        for x, y in islice(loader, limit):
             x, y = x.to(device), y.to(device)
             out = model(x)
             target = x if reconstruct else y
@@ -180,9 +179,7 @@ def train(
         sums = {"loss": 0.0, "correct": 0, "n": 0}
         bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", leave=False, disable=not progress,
                    file=sys.stdout, mininterval=0.5)
-        for index, (x, y) in enumerate(bar):
-            if limit is not None and index >= limit:
-                break
+        for x, y in islice(bar, limit):
             x, y = x.to(device), y.to(device)
             if batch_transform is not None:
                 x = batch_transform(x)
