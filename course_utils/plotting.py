@@ -122,6 +122,36 @@ def training_curves(
     return fig
 
 
+def epoch_curves(history: History, *, keys: Sequence[str] = ("loss", "acc")) -> Figure:
+    """Training and validation curves per epoch, with a dashed line where the learning rate changed.
+
+    The training values are averages over each epoch (with dropout and augmentation on), the
+    validation values are measured after it: a validation loss that rises while the training loss
+    keeps falling is overfitting.
+    """
+    epochs = [row["epoch"] for row in history.epochs]
+    keys = [k for k in keys if any(row.get(f"train_{k}") is not None for row in history.epochs)]
+    if not epochs or not keys:
+        raise ValueError("epoch_curves needs a History with at least one finished epoch")
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False)
+    lrs = [row.get("lr") for row in history.epochs]
+    for ax, key in zip(axes[0], keys):
+        for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+            y = [row.get(f"{split}_{key}") for row in history.epochs]
+            if any(v is not None for v in y):
+                y = [np.nan if v is None else v for v in y]
+                ax.plot(epochs, y, color=color, marker=".", label={"train": "training", "val": "validation"}[split])
+        for epoch, before, after in zip(epochs[1:], lrs, lrs[1:]):
+            if before and after and not np.isclose(before, after):
+                ax.axvline(epoch - 0.5, color="grey", linestyle="--", linewidth=1,
+                           label=f"learning rate {before:.0e} → {after:.0e}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel({"loss": "loss", "acc": "accuracy"}.get(key, key))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
 def pca_scatter(
     features: torch.Tensor | np.ndarray,
     labels: Sequence[int] | torch.Tensor,

@@ -31,7 +31,8 @@ class History:
 
     ``steps`` has one dict per optimisation step (epoch, step, loss, acc,
     time); ``epochs`` one dict per epoch (train_loss, train_acc, val_loss,
-    val_acc, seconds). ``acc`` is None for reconstruction training.
+    val_acc, seconds, and lr: the first parameter group's learning rate
+    during that epoch). ``acc`` is None for reconstruction training.
     """
 
     steps: list[dict] = field(default_factory=list)
@@ -208,7 +209,8 @@ def train(
         if sums["n"] == 0:
             raise ValueError("train() got an empty loader")
         row = {"epoch": epoch, "train_loss": sums["loss"] / sums["n"],
-               "train_acc": None if reconstruct else sums["correct"] / sums["n"]}
+               "train_acc": None if reconstruct else sums["correct"] / sums["n"],
+               "lr": optimizer.param_groups[0]["lr"]}
         if val_loader is not None:
             val = evaluate(model, val_loader, loss_fn=loss_fn, reconstruct=reconstruct, device=device)
             row.update(val_loss=val["loss"], val_acc=val["acc"])

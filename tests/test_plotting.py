@@ -206,3 +206,31 @@ def test_attention_maps_share_one_colour_scale_and_show_the_input():
     fig.canvas.draw()
     with pytest.raises(ValueError, match="shapes"):
         plotting.attention_maps({"batch": torch.ones(2, 4, 4)})
+
+
+def _epochs(train_loss, val_loss, lrs):
+    h = History()
+    h.epochs = [{"epoch": i + 1, "train_loss": t, "train_acc": 1 - t / 3, "val_loss": v, "val_acc": None if v is None else 1 - v / 3,
+                 "lr": lr} for i, (t, v, lr) in enumerate(zip(train_loss, val_loss, lrs))]
+    return h
+
+
+def test_epoch_curves_draw_both_splits_and_mark_each_learning_rate_drop():
+    train, val = [2.0, 1.5, 1.0, 0.6, 0.3, 0.2], [2.1, 1.7, 1.6, 1.7, 1.9, 2.0]
+    fig = plotting.epoch_curves(_epochs(train, val, [1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5]))
+    assert len(fig.axes) == 2
+    loss_ax = fig.axes[0]
+    curves = {line.get_label(): line for line in loss_ax.lines if line.get_linestyle() == "-"}
+    assert list(curves["training"].get_ydata()) == train and list(curves["validation"].get_ydata()) == val
+    drops = [line for line in loss_ax.lines if line.get_linestyle() == "--"]
+    assert [line.get_xdata()[0] for line in drops] == [3.5, 5.5]
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()][2:] == [
+        "learning rate 1e-03 → 1e-04", "learning rate 1e-04 → 1e-05"]
+
+
+def test_epoch_curves_without_validation_or_epochs():
+    h = _epochs([2.0, 1.0], [None, None], [0.1, 0.1])
+    fig = plotting.epoch_curves(h, keys=("loss",))
+    assert [line.get_label() for line in fig.axes[0].lines] == ["training"]
+    with pytest.raises(ValueError, match="finished epoch"):
+        plotting.epoch_curves(History())

@@ -113,6 +113,16 @@ def test_time_budget_and_scheduler(small_mnist):
     history = training.train(model, loader, opt, epochs=5, scheduler=sched, max_seconds=0.0, progress=False)
     assert history.stopped_early and len(history.steps) == 1 and len(history.epochs) == 1
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert history.epochs[0]["lr"] == pytest.approx(0.1)  # the rate the epoch trained with
+
+
+def test_history_records_the_learning_rate_of_each_epoch(small_mnist):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2], gamma=0.1)
+    loader = data.make_loader(small_mnist.train, 500)
+    history = training.train(model, loader, opt, epochs=3, scheduler=sched, progress=False)
+    assert history.series("lr", per="epoch") == pytest.approx([0.1, 0.1, 0.01])
 
 
 def test_batch_transform_is_applied_to_training_inputs(small_mnist):
