@@ -14,6 +14,10 @@ Usage (time it on an otherwise idle machine, e.g. under ``flock -x /tmp/courseki
 
     COURSE_DATA_DIR=../shared/data python benchmarks/bench_labs.py lab1_mnist_mlp --mode smoke
     COURSE_DATA_DIR=../shared/data python benchmarks/bench_labs.py all --mode laptop
+    COURSE_DATA_DIR=../shared/data python benchmarks/bench_labs.py lab2_cifar_cnn_autoencoder --seed 1
+
+``--seed N`` runs the notebook with ``SEED = N`` instead of the seed its setup cell sets, to see how
+far each graded score moves from seed to seed (what a threshold must leave room for).
 """
 from __future__ import annotations
 
@@ -77,10 +81,25 @@ def printed_scores(nb: nbformat.NotebookNode, labels: list[str]) -> dict[str, fl
     return found
 
 
-def run_lab(lab: str, mode: str, timeout: int) -> tuple[float, list[dict]]:
-    """Execute ``lab``'s solution notebook in ``mode``; return (seconds, one row per graded score)."""
+SEED_LINE = re.compile(r"^SEED = \d+\b", re.M)
+
+
+def with_seed(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
+    """``nb`` with its ``SEED = <n>`` line (the setup cell's) set to ``seed``."""
+    cells = [cell for cell in nb.cells if cell.cell_type == "code" and SEED_LINE.search(cell.source)]
+    if len(cells) != 1:
+        raise ValueError(f"expected one code cell that sets `SEED = <n>`, found {len(cells)}")
+    cells[0].source = SEED_LINE.sub(f"SEED = {seed}", cells[0].source, count=1)
+    return nb
+
+
+def run_lab(lab: str, mode: str, timeout: int, seed: int | None = None) -> tuple[float, list[dict]]:
+    """Execute ``lab``'s solution notebook in ``mode`` (with ``SEED = seed`` if given);
+    return (seconds, one row per graded score)."""
     source = ROOT / "solutions" / lab / f"{lab}.ipynb"
     nb = nbformat.read(source, as_version=4)
+    if seed is not None:
+        nb = with_seed(nb, seed)
     plan = scorer.specs(nb, mode)
     env = {**os.environ, "COURSE_MODE": mode}
     with tempfile.TemporaryDirectory(prefix=f"bench-{lab}-") as tmp:
@@ -121,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("lab", help=f"a lab id or 'all' ({', '.join(labs())})")
     parser.add_argument("--mode", choices=("smoke", "laptop", "full"), default="laptop")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell (default 3600)")
+    parser.add_argument("--seed", type=int, default=None, help="run with SEED = this (default: the notebook's)")
     args = parser.parse_args(argv)
     chosen = labs() if args.lab == "all" else [args.lab]
     unknown = [lab for lab in chosen if lab not in labs()]
@@ -131,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}", flush=True)
     failed = False
     for lab in chosen:
-        seconds, rows = run_lab(lab, args.mode, args.timeout)
-        print(f"{lab} ({args.mode}): whole notebook {minutes(seconds)}", flush=True)
+        seconds, rows = run_lab(lab, args.mode, args.timeout, args.seed)
+        seeded = "" if args.seed is None else f", SEED = {args.seed}"
+        print(f"{lab} ({args.mode}{seeded}): whole notebook {minutes(seconds)}", flush=True)
         for row in rows:
             value = "not printed" if row["value"] is None else f"{row['value']:.4f}"
             need = f"{'at least' if row['kind'] == 'accuracy' else 'at most'} {row['bound']:g}"

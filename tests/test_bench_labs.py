@@ -34,3 +34,21 @@ def test_printed_scores_reads_what_the_checks_print():
     found = bench_labs.printed_scores(nb, ["test accuracy of trained['early']", "autoencoder test reconstruction error",
                                            "MLP test accuracy"])
     assert found == {"test accuracy of trained['early']": 0.508, "autoencoder test reconstruction error": 7.0312}
+
+
+@pytest.mark.parametrize("lab", bench_labs.labs())
+def test_with_seed_changes_only_the_setup_cells_seed(lab):
+    source = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    before = [cell.source for cell in source.cells]
+    seeded = bench_labs.with_seed(nbformat.from_dict(source), 7)
+    changed = [i for i, cell in enumerate(seeded.cells) if cell.source != before[i]]
+    assert len(changed) == 1
+    assert "\nSEED = 7\n" in f"\n{seeded.cells[changed[0]].source}\n"
+    assert seeded.cells[changed[0]].source.replace("SEED = 7", "") == \
+        bench_labs.SEED_LINE.sub("", before[changed[0]], count=1)
+
+
+def test_with_seed_refuses_a_notebook_without_one_seed_line():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("SEED_OFFSET = 3\nx = 1")])
+    with pytest.raises(ValueError, match="found 0"):
+        bench_labs.with_seed(nb, 1)
