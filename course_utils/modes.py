@@ -23,7 +23,7 @@ from typing import TypeVar
 MODES = ("smoke", "laptop", "full")
 # Seconds one notebook cell may take in each mode: what validation gives a cell
 # (notebooks/nbgrader_config.py), and the grader's per-cell limit (autograde/config.py).
-CELL_TIME_LIMITS = {"smoke": 300, "laptop": 1800, "full": 3600}
+CELL_TIME_LIMITS = {"smoke": 300, "laptop": 2700, "full": 3600}
 MODE_VAR = "COURSE_MODE"
 DATA_VAR = "COURSE_DATA_DIR"
 CACHE_VAR = "COURSE_CACHE_DIR"

@@ -9,7 +9,7 @@ that, for validation only (the settings live under ``Validator``, so nbgrader's
 other commands, grading included, never see them):
 
 - every cell gets the time its run mode needs, :data:`course_utils.modes.CELL_TIME_LIMITS`
-  (the grader's own limit per cell): 300 s in smoke mode, 1800 s in laptop mode,
+  (the grader's own limit per cell): 300 s in smoke mode, 2700 s in laptop mode,
   3600 s in full mode;
 - a cell still running at that limit is interrupted and shows a
   ``CellTimeoutError`` that says after how long it was stopped;
