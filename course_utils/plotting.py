@@ -114,10 +114,7 @@ def training_curves(
                 continue
             ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
             ax.plot(x, smooth(y, window), color=color, label=name, linewidth=1.8)
-        ax.set_xlabel("training step")
-        ax.set_ylabel({"loss": "training loss", "acc": "training accuracy"}.get(key, key))
-        ax.grid(alpha=0.3)
-        ax.legend()
+        _label(ax, "training step", {"loss": "training loss", "acc": "training accuracy"}.get(key, key))
     fig.tight_layout()
     return fig
 
@@ -145,12 +142,18 @@ def epoch_curves(history: History, *, keys: Sequence[str] = ("loss", "acc")) -> 
             if before and after and not np.isclose(before, after):
                 ax.axvline(epoch - 0.5, color="grey", linestyle="--", linewidth=1,
                            label=f"learning rate {before:.0e} → {after:.0e}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel({"loss": "loss", "acc": "accuracy"}.get(key, key))
-        ax.grid(alpha=0.3)
-        ax.legend()
+        _label(ax, "epoch", {"loss": "loss", "acc": "accuracy"}.get(key, key))
     fig.tight_layout()
     return fig
+
+
+def _label(ax, xlabel: str, ylabel: str) -> None:
+    """Axis labels, a light grid and the legend of one curves panel."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+
 
 def pca_scatter(
     features: torch.Tensor | np.ndarray,
