@@ -18,7 +18,7 @@ import os
 import torch
 from torch import nn
 
-DISABLE_VARIABLE = "COURSE_NO_BF16"
+NO_BF16_VAR = "COURSE_NO_BF16"  # "1": never wrap (train in float32)
 
 
 def cpu_bf16_supported() -> bool:
@@ -47,6 +47,13 @@ class Autocast(nn.Module):
         return out.float() if torch.is_tensor(out) and out.is_floating_point() else out
 
 
+def bf16_forward(device: torch.device | str) -> bool:
+    """True if :func:`fast_cpu` wraps models that train on ``device``: a CPU with native bfloat16,
+    and ``COURSE_NO_BF16`` is not ``1``."""
+    return (torch.device(device).type == "cpu" and os.environ.get(NO_BF16_VAR) != "1"
+            and cpu_bf16_supported())
+
+
 def fast_cpu(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
     """``model`` wrapped in :class:`Autocast` when it trains on a CPU with native bfloat16, else ``model``.
 
@@ -54,7 +61,4 @@ def fast_cpu(model: nn.Module, device: torch.device | str | None = None) -> nn.M
     shares its parameters). ``COURSE_NO_BF16=1`` turns the wrapper off.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    if device.type != "cpu" or os.environ.get(DISABLE_VARIABLE) == "1" or not cpu_bf16_supported():
-        return model
-    return Autocast(model)
-
+    return Autocast(model) if bf16_forward(device) else model

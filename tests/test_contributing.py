@@ -64,3 +64,14 @@ def test_the_grader_decodes_every_dataset_before_grading(tmp_path, monkeypatch):
     missing = sorted(set(data.DATASETS) - set(decoded))
     assert not missing, (f"autograde/pipeline.py::_prepare_data does not decode {missing} before grading: "
                          f"it should take the dataset names from course_utils.data.DATASETS")
+
+
+def test_every_environment_variable_the_code_reads_is_in_the_readme():
+    """#16's promise: the README's settings table names every COURSE_* variable."""
+    quoted = re.compile(r"[\"'](COURSE_[A-Z0-9_]+)[\"']")
+    names = {name for folder in ("course_utils", "autograde", "benchmarks", "tests")
+             for path in (REPO / folder).rglob("*.py") for name in quoted.findall(path.read_text())}
+    names |= set(re.findall(r"\b(COURSE_[A-Z0-9_]+)\b", (REPO / ".ci" / "run").read_text()))
+    assert {modes.MODE_VAR, modes.DATA_VAR} <= names
+    rows = {line.split("`")[1] for line in README.splitlines() if line.startswith("| `COURSE_")}
+    assert names <= rows, f"README.md: add rows to the settings table for {sorted(names - rows)}"

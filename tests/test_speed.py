@@ -50,10 +50,11 @@ def test_fast_cpu_wraps_on_a_bf16_cpu_and_can_be_turned_off(monkeypatch):
     model = small_cnn()
     wrapped = speed.fast_cpu(model, "cpu")
     assert isinstance(wrapped, speed.Autocast) and wrapped.module is model
-    monkeypatch.setenv(speed.DISABLE_VARIABLE, "1")
-    assert speed.fast_cpu(model, "cpu") is model
+    assert speed.bf16_forward("cpu")
+    monkeypatch.setenv(speed.NO_BF16_VAR, "1")
+    assert speed.fast_cpu(model, "cpu") is model and not speed.bf16_forward("cpu")
 
 
 def test_fast_cpu_leaves_other_devices_alone():
     model = small_cnn().to("meta")
-    assert speed.fast_cpu(model) is model
+    assert speed.fast_cpu(model) is model and not speed.bf16_forward("meta")
