@@ -133,11 +133,10 @@ def epoch_curves(history: History, *, keys: Sequence[str] = ("loss", "acc")) -> 
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False)
     lrs = [row.get("lr") for row in history.epochs]
     for ax, key in zip(axes[0], keys):
-        for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+        for split, label, color in (("train", "training", "tab:blue"), ("val", "validation", "tab:orange")):
             y = [row.get(f"{split}_{key}") for row in history.epochs]
             if any(v is not None for v in y):
-                y = [np.nan if v is None else v for v in y]
-                ax.plot(epochs, y, color=color, marker=".", label={"train": "training", "val": "validation"}[split])
+                ax.plot(epochs, [np.nan if v is None else v for v in y], color=color, marker=".", label=label)
         for epoch, before, after in zip(epochs[1:], lrs, lrs[1:]):
             if before and after and not np.isclose(before, after):
                 ax.axvline(epoch - 0.5, color="grey", linestyle="--", linewidth=1,
