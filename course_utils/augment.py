@@ -5,7 +5,8 @@ whole batch at once: the crop boxes are sampled on the CPU from a seeded
 ``torch.Generator``, turned into one affine sampling grid per image
 (``F.affine_grid``) and applied with a single bilinear ``F.grid_sample``
 call. No per-image Python loop, no PIL, and the same seed gives the same
-augmented batches on every device.
+augmented batches on every device. On a CUDA GPU the boxes travel through pinned memory
+without a synchronising copy, so the GPU never waits for the CPU (nor the CPU for the GPU).
 
 Typical use::
 
@@ -79,6 +80,13 @@ def crop_boxes(
     return torch.stack([left, top, w, h], dim=1)
 
 
+def _to_gpu(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (drawn on the CPU) on a CUDA ``device`` without a synchronising copy: via pinned memory."""
+    if t.device == device:
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def resized_crop(
     x: torch.Tensor,
     boxes: torch.Tensor,
@@ -97,6 +105,8 @@ def resized_crop(
         raise ValueError(f"boxes must have shape ({n}, 4) for {n} images, got {tuple(boxes.shape)}")
     out_h, out_w = (x.shape[-2], x.shape[-1]) if size is None else (
         (size, size) if isinstance(size, int) else tuple(size))
+    if x.is_cuda:  # copies that do not make the CPU wait for the GPU's queue to drain
+        boxes, flip = _to_gpu(boxes, x.device), None if flip is None else _to_gpu(flip, x.device)
     boxes = boxes.to(device=x.device, dtype=x.dtype)
     left, top, w, h = boxes.unbind(dim=1)
     # Output coordinates u in [-1, 1] map to input coordinates scale * u + centre.

@@ -10,10 +10,20 @@ measured here), so :func:`fast_cpu` leaves the model alone there, as it does on 
 
 The parameters, the optimiser state and the gradients stay float32; only the forward pass computes
 in bfloat16, so the trained module is the same object, with float32 weights, as without it.
+
+**On a CUDA GPU** (full mode's default) :func:`fast_cpu` does nothing; instead ``training.train``
+and ``training.evaluate`` read the switches in :data:`gpu` (a :class:`GpuOptions`), one per speed-up,
+each documented on its field. They act only on CUDA devices; on a CPU or MPS the loops run exactly
+as before. A notebook (or ``benchmarks/gpu_full.py``) turns one off with e.g.
+``speed.gpu.compile = False`` before it trains. Mixed precision follows the GPU
+(:func:`amp_dtype_for`): bfloat16 from compute capability 8.0 (A100, H100, H200, L4, RTX 30xx),
+float16 with a ``GradScaler`` on 7.x (V100, Colab's T4: float16 tensor cores, no bfloat16 ones),
+float32 below; and only for models where it pays (:func:`amp_pays`).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -62,3 +72,107 @@ def fast_cpu(model: nn.Module, device: torch.device | str | None = None) -> nn.M
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     return Autocast(model) if bf16_forward(device) else model
+
+
+# --------------------------------------------------------------------------- CUDA GPUs
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+AMP_MIN_PARAMETERS = 1_000_000  # "auto": models without convolutions this large compute in mixed precision
+
+
+@dataclass
+class GpuOptions:
+    """The speed-ups ``training.train`` / ``training.evaluate`` apply on a CUDA device (never elsewhere).
+
+    None changes what a lab computes except ``amp`` (rounding, as in laptop mode's bfloat16) and
+    ``compile`` (the order of floating-point operations). ``training.evaluate``, and so every graded
+    score, always computes in float32 with the model as it is.
+    """
+
+    resident: bool = True
+    """Course loaders (``data.make_loader``) copy their tensors to the GPU once and draw each batch
+    there, in exactly the order the loader itself would (``data.resident_batches``)."""
+    lazy_sync: bool = True
+    """Losses and hits stay on the GPU and are read once per epoch (no ``.item()`` per step, which
+    would make the CPU wait for the GPU every step); a NaN loss is then reported at the end of its
+    epoch, naming its step, instead of at once."""
+    amp: str = "auto"
+    """Mixed-precision forward passes (``torch.autocast``) in training: ``"auto"`` picks the dtype by
+    the GPU (:func:`amp_dtype_for`) for models where it pays (:func:`amp_pays`); ``"bf16"`` /
+    ``"fp16"`` force one for every model (fp16 with a ``GradScaler``); ``"off"``: float32."""
+    channels_last: bool = True
+    """Models with ``nn.Conv2d`` train in the NHWC memory format (faster convolutions with mixed
+    precision); the model is put back into the usual format when training ends."""
+    fused: bool = True
+    """A fresh ``Adam`` / ``AdamW`` / ``SGD`` optimiser takes the fused (one kernel) update step."""
+    compile: bool = False
+    """``torch.compile`` the model for its full-size training batches (the last, smaller one of an
+    epoch runs eagerly, so no second compilation). Off by default: compiling costs tens of seconds
+    per architecture and needs Triton and a C compiler; ``benchmarks/gpu_full.py --profile``
+    measures whether it pays. If compiling fails, training goes on eagerly with a warning."""
+    cudnn_benchmark: bool = True
+    """``torch.backends.cudnn.benchmark``: cuDNN times its convolution algorithms once per shape."""
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"GpuOptions.amp must be one of {AMP_CHOICES}, got {self.amp!r}")
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+gpu = GpuOptions()
+"""The switches in force (module-wide); change a field to turn that speed-up off or on."""
+
+
+def amp_dtype_for(capability: tuple[int, int] | None) -> torch.dtype | None:
+    """The autocast dtype for a CUDA GPU of this compute capability: bfloat16 from 8.0 (native bfloat16
+    tensor cores), float16 on 7.x (float16 tensor cores only: V100, T4), None (float32) below or for None."""
+    if capability is None:
+        return None
+    major = capability[0]
+    if major >= 8:
+        return torch.bfloat16
+    if major == 7:
+        return torch.float16
+    return None
+
+
+def amp_pays(model: nn.Module) -> bool:
+    """Whether ``amp="auto"`` uses mixed precision for ``model``: it has a convolution, or at least
+    :data:`AMP_MIN_PARAMETERS` parameters. Smaller models (lab 1's, lab 3's) are limited by kernel
+    launches, not arithmetic, and lab 1 compares ``training.train`` with the student's float32 loop."""
+    if any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)) for m in model.modules()):
+        return True
+    return sum(p.numel() for p in model.parameters()) >= AMP_MIN_PARAMETERS
+
+
+def cuda_capability(device: torch.device | str) -> tuple[int, int] | None:
+    """Compute capability of a CUDA ``device``; None for any other device."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return tuple(torch.cuda.get_device_capability(device))
+
+
+def training_amp_dtype(model: nn.Module, device: torch.device | str,
+                       options: GpuOptions | None = None,
+                       capability: tuple[int, int] | None | str = "device") -> torch.dtype | None:
+    """The dtype ``training.train`` autocasts ``model``'s forward passes to on ``device`` (None: float32).
+
+    Always None off CUDA. ``capability`` overrides the device's (for tests)."""
+    options = options or gpu
+    device = torch.device(device)
+    if device.type != "cuda" or options.amp == "off":
+        return None
+    if options.amp == "bf16":
+        return torch.bfloat16
+    if options.amp == "fp16":
+        return torch.float16
+    cap = cuda_capability(device) if capability == "device" else capability
+    return amp_dtype_for(cap) if amp_pays(model) else None
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    """Whether ``model`` contains a 2-D convolution (``channels_last`` then applies)."""
+    return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
