@@ -65,20 +65,6 @@ class Course:
                                f"{', '.join(known) or 'none'}")
         return list(labs) if labs else known
 
-    def private_paths(self) -> list[Path]:
-        """What a submission must never see: solutions, other hand-ins, grades, feedback, logs.
-
-        Everything in autograde/ except the package's own code, plus every
-        nbgrader folder but the released notebooks.
-        """
-        keep = {".py", ".md"}
-        hidden = [p for p in self.config_dir.iterdir()
-                  if not (p.is_file() and p.suffix in keep) and p.name != "__pycache__"]
-        hidden += [self.folder(name) for name in NBGRADER_FOLDERS if name != "release"]
-        if self.root != REPO and (REPO / "autograde" / CONFIG_NAME).is_file():
-            hidden += Course(REPO).private_paths()  # the code's own course, where its grading data may be
-        return sorted({p for p in hidden if p.exists()})
-
 
 def read_settings(config_dir: Path, mode: str | None = None) -> dict:
     """Load nbgrader_config.py with traitlets and return the paths and limits the grading steps use.

@@ -4,6 +4,11 @@
   crash, a memory or process limit), the cell it died in and every later code
   cell get an error output instead of the whole notebook failing, so nbgrader
   still saves the grades of the tests that passed before.
+- **Outputs within bounds.** What one cell shows (text, figures) is kept up to
+  :attr:`GradingExecute.cell_output_limit` bytes, the whole notebook's up to
+  :attr:`GradingExecute.notebook_output_limit`; past that it is dropped, with one
+  line that says so, so a hand-in that prints without end makes neither a huge
+  graded notebook and feedback page nor a full disk.
 - **An integrity probe after every test cell.** :mod:`course_utils.integrity`
   is loaded afresh from disk in the kernel; if it finds the grading helpers,
   torch or IPython's result reporting rebound, the test cell gets an error
@@ -25,11 +30,12 @@ from nbclient.util import ensure_async, run_sync
 from nbformat import NotebookNode
 from nbgrader import utils
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Float
+from traitlets import Bool, Float, Integer
 
 INTEGRITY_FILE = Path(course_utils.__file__).resolve().parent / "integrity.py"
 KERNEL_DIED = "KernelDied"
 INTEGRITY_ERROR = "GradingIntegrityError"
+OUTPUT_CUT = "... output cut by the grader: this {what} showed more than {limit} bytes; the rest is not kept"
 
 
 def error_output(ename: str, evalue: str) -> NotebookNode:
@@ -46,10 +52,36 @@ class GradingExecute(Execute):
 
     probe = Bool(True, help="run the integrity probe after every graded test cell").tag(config=True)
     probe_timeout = Float(60.0, help="seconds to wait for the probe's answer").tag(config=True)
+    cell_output_limit = Integer(2 << 20, help="bytes of output kept per cell (text and figures)").tag(config=True)
+    notebook_output_limit = Integer(20 << 20, help="bytes of output kept for the whole notebook").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._died_in: str | None = None
+        self._output_bytes: dict[int, int] = {}
+        self._cut: set[int] = set()
         return super().preprocess(nb, resources, km)
+
+    def output(self, outs, msg, display_id, cell_index):
+        """Keep an output only while the cell and the notebook are within their output limits."""
+        content = msg.get("content", {})
+        size = len(content.get("text", "")) + sum(len(str(v)) for v in content.get("data", {}).values())
+        size += sum(len(line) for line in content.get("traceback", []))
+        cell_bytes = self._output_bytes.get(cell_index, 0) + size
+        total = sum(self._output_bytes.values()) + size
+        if cell_bytes <= self.cell_output_limit and total <= self.notebook_output_limit:
+            self._output_bytes[cell_index] = cell_bytes
+            return super().output(outs, msg, display_id, cell_index)
+        if msg.get("msg_type") == "error":  # the cell's error is what a student must see: keep its message
+            out = error_output(content.get("ename", "Error"), str(content.get("evalue", ""))[:2000])
+            outs.append(out)
+            return out
+        if cell_index not in self._cut:
+            self._cut.add(cell_index)
+            what, limit = (("cell", self.cell_output_limit) if cell_bytes > self.cell_output_limit
+                           else ("notebook", self.notebook_output_limit))
+            outs.append(NotebookNode(output_type="stream", name="stderr",
+                                     text=OUTPUT_CUT.format(what=what, limit=limit) + "\n"))
+        return None
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         runs = cell.cell_type == "code" and cell.source.strip()

@@ -4,9 +4,10 @@ nbgrader's Execute preprocessor starts kernels with this class (see
 ``nbgrader_config.py``). Without ``COURSE_SANDBOX`` in the environment it only
 sets ``COURSE_MODE`` to the grading mode. With it (``python -m autograde
 autograde`` sets it per submission) the kernel runs under bubblewrap and in the
-submission's cgroups, talks to nbgrader over unix sockets (it has no network),
-works in a private copy of its folder, and may write only there and to the
-folder where :func:`course_utils.grading.check_accuracy` exports models.
+submission's cgroups, as the grading user, with a clean environment (see
+:mod:`autograde.sandbox`), talks to nbgrader over unix sockets (it has no
+network), works in a private copy of its folder, and may write only there and
+to the folder where :func:`course_utils.grading.check_accuracy` exports models.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from traitlets import Unicode
 from course_utils.grading import EXPORT_VAR
 from course_utils.modes import MODE_VAR
 
-from .sandbox import SANDBOX_VAR, join_cgroup
+from . import sandbox
+from .sandbox import SANDBOX_VAR, Mount
 
 
 def work_folders(work: Path) -> dict[str, Path]:
@@ -40,7 +42,8 @@ class GradingKernelManager(AsyncKernelManager):
         self._plan = json.loads(os.environ.get(SANDBOX_VAR) or "null")
         self._ipc_dir: Path | None = None
         self._kernel_cwd: str | None = None
-        if self._plan and self._plan.get("bwrap"):
+        self._stage: Path | None = None
+        if self._plan and self._plan.get("sandbox"):
             # No network inside: talk over unix sockets in a folder the sandbox can see.
             self._ipc_dir = Path(tempfile.mkdtemp(prefix="ck-", dir="/tmp"))
             self.transport = "ipc"
@@ -60,7 +63,7 @@ class GradingKernelManager(AsyncKernelManager):
             folders = work_folders(Path(self._plan["work"]))
             env[EXPORT_VAR] = str(folders["models"])
             if self.sandboxed:
-                env.update(MPLCONFIGDIR="/tmp/matplotlib", IPYTHONDIR="/tmp/ipython", JUPYTER_RUNTIME_DIR="/tmp/jupyter")
+                env = sandbox.clean_env(env)
                 self._kernel_cwd = str(Path(kw.get("cwd") or os.getcwd()).resolve())
                 _copy_plain_files(Path(self._kernel_cwd), folders["cwd"])
         kw["env"] = env
@@ -70,16 +73,16 @@ class GradingKernelManager(AsyncKernelManager):
         cmd = super().format_kernel_cmd(extra_arguments)
         if not self._plan:
             return cmd
-        if self.sandboxed:
-            folders = work_folders(Path(self._plan["work"]))
-            cmd = [*self._plan["bwrap"],
-                   "--bind", str(self._ipc_dir), str(self._ipc_dir),
-                   "--bind", str(folders["models"]), str(folders["models"]),
-                   "--bind", str(folders["cwd"]), self._kernel_cwd, "--chdir", self._kernel_cwd,
-                   # its parent's pid means nothing in its own pid namespace; bwrap ends it with its parent
-                   "--unsetenv", "JPY_PARENT_PID",
-                   "--", *cmd]
-        return join_cgroup(self._plan.get("cgroup") or [], cmd)
+        if not self.sandboxed:
+            return sandbox.join_cgroup(self._plan.get("cgroup") or [], cmd)
+        folders = work_folders(Path(self._plan["work"]))
+        mounts = [*(Mount(*m) for m in self._plan["mounts"]), Mount.same(self._ipc_dir, writable=True),
+                  Mount.same(folders["models"], writable=True), Mount(str(folders["cwd"]), self._kernel_cwd, True)]
+        if self._stage is None:
+            self._stage = sandbox.new_stage()
+        # its parent's pid means nothing in its own pid namespace; bwrap ends it with its parent
+        return [*sandbox.prefix(mounts, stage=self._stage, cgroup_procs=self._plan.get("cgroup") or [],
+                                chdir=self._kernel_cwd)[:-1], "--unsetenv", "JPY_PARENT_PID", "--", *cmd]
 
     async def _async_interrupt_kernel(self) -> None:
         if not self.sandboxed or not self.has_kernel:
@@ -93,8 +96,10 @@ class GradingKernelManager(AsyncKernelManager):
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
-        if self._ipc_dir is not None and not restart:
-            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+        if not restart:
+            for folder in (self._ipc_dir, self._stage):
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _copy_plain_files(src: Path, dest: Path) -> None:

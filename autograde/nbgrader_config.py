@@ -61,9 +61,10 @@ c.Execute.skip_cells_with_tag = "skip-when-grading"
 c.Execute.iopub_timeout = 20
 # A test cell the student deleted is put back (and graded); edited ones are restored anyway.
 c.OverwriteCells.add_missing_cells = True
-# Feedback shows each test's result and message but not the hidden test code.
+# Feedback shows each test's result and message but no line of hidden test code, in the cells or in
+# their tracebacks; a student's own cell is shown as written (autograde/publish.py: HideTests).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
-    "nbgrader.preprocessors.ClearHiddenTests",
+    "autograde.publish.HideTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

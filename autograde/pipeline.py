@@ -31,7 +31,7 @@ from nbformat import NotebookNode
 
 from course_utils.modes import BATCHES_VAR, HANDIN_VAR
 
-from . import audit, gradebook, report, scorer, sandbox
+from . import audit, gradebook, publish, report, scorer, sandbox
 from .collect import readable
 from .config import HANDIN_BATCHES, SCORER_TIMEOUT, grading_settings
 from .course import Course, GradingError, tool_env
@@ -73,7 +73,6 @@ class Plan:
     processes: int | None
     sandbox: bool
     cgroups: bool
-    hidden: list[Path]
 
 
 def _die_with_parent() -> None:
@@ -145,12 +144,16 @@ def _findings(notebook: NotebookNode) -> tuple[str | None, list[str]]:
 def _score_outside(course: Course, lab: str, student: str, work: Path, plan: Plan, specs: list[scorer.Spec],
                    env: dict, cgroup: sandbox.Cgroup | None) -> list[dict]:
     models = work_folders(work)["models"]
-    prefix: list[str] = []
-    if plan.sandbox:
-        prefix = sandbox.bwrap_prefix(plan.hidden, readonly=[models]) + ["--"]
-    if cgroup is not None:
-        prefix = sandbox.join_cgroup(cgroup.procs_files, prefix)
-    return scorer.run(specs, models, prefix=prefix, env=env, timeout=SCORER_TIMEOUT)
+    procs = cgroup.procs_files if cgroup is not None else []
+    if not plan.sandbox:
+        return scorer.run(specs, models, prefix=sandbox.join_cgroup(procs, []), env=env, timeout=SCORER_TIMEOUT)
+    stage = sandbox.new_stage()
+    try:
+        prefix = sandbox.prefix([*sandbox.course_mounts(), sandbox.Mount.same(models)], stage=stage,
+                                cgroup_procs=procs)
+        return scorer.run(specs, models, prefix=prefix, env=sandbox.clean_env(env), timeout=SCORER_TIMEOUT)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _annotate(path: Path, rows: list[dict]) -> None:
@@ -189,8 +192,8 @@ def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan,
     gradebook.copy_db(course.db_path(), db)
     cgroup = (sandbox.Cgroup(f"{lab}-{student}", memory=plan.memory, processes=plan.processes)
               if plan.cgroups else None)
-    kernel_plan = {"work": str(work), "cgroup": cgroup.procs_files if cgroup else [],
-                   "bwrap": sandbox.bwrap_prefix(plan.hidden) if plan.sandbox else None}
+    kernel_plan = {"work": str(work), "cgroup": cgroup.procs_files if cgroup else [], "sandbox": plan.sandbox,
+                   "mounts": [list(vars(m).values()) for m in sandbox.course_mounts()] if plan.sandbox else []}
     cmd = [sys.executable, "-m", "nbgrader", "autograde", lab, "--student", student, "--force",
            f"--CourseDirectory.db_url=sqlite:///{db}", f"--Execute.timeout={plan.cell_timeout}"]
     autograded = course.folder("autograded")
@@ -224,7 +227,8 @@ def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan,
                 result.message = f"{'; '.join(breaches)}. {result.message}"
         else:
             result.db = db
-            died, tampered = _findings(nbformat.read(graded, as_version=4))
+            graded_nb = nbformat.read(graded, as_version=4)
+            died, tampered = _findings(graded_nb)
             notes = []
             if breaches or died:
                 result.status = "error"
@@ -232,6 +236,9 @@ def grade_one(course: Course, lab: str, student: str, work: Path, *, plan: Plan,
                 notes.append("the tests before that keep their points, the rest score 0")
             if tampered:
                 notes.append(f"grading helpers altered in the kernel, affected tests score 0 ({tampered[0][:300]})")
+            if marked := publish.marker_cells(graded_nb):
+                notes.append(f"{', '.join(marked)} of the hand-in hold nbgrader's hidden-test marker text; "
+                             f"its feedback shows them as written")
             if specs:
                 scoring_start = time.perf_counter()
                 result.outside = _score_outside(course, lab, student, work, plan, specs, env, cgroup)
@@ -268,8 +275,8 @@ def _wait(proc: subprocess.Popen, cgroup: sandbox.Cgroup | None, timeout: float)
             return None
 
 
-def make_plan(course: Course, settings: dict, *, work_root: Path, sandboxed: bool | None = None,
-              memory: int | None = None, processes: int | None = None) -> Plan:
+def make_plan(settings: dict, *, sandboxed: bool | None = None, memory: int | None = None,
+              processes: int | None = None) -> Plan:
     """The sandbox and limits for this run; ``sandboxed=None`` uses what the machine offers."""
     found = sandbox.support()
     if sandboxed and not found.bwrap:
@@ -278,8 +285,7 @@ def make_plan(course: Course, settings: dict, *, work_root: Path, sandboxed: boo
     return Plan(mode=settings["mode"], cell_timeout=int(settings["cell_timeout"]),
                 submission_timeout=float(settings["submission_timeout"]),
                 memory=memory or settings["memory_limit"], processes=processes or settings["process_limit"],
-                sandbox=use_bwrap, cgroups=use_bwrap and found.cgroups,
-                hidden=[*course.private_paths(), work_root])
+                sandbox=use_bwrap, cgroups=use_bwrap and found.cgroups)
 
 
 _PREPARED: set[str] = set()  # datasets this process has already made sure are decoded
@@ -300,6 +306,7 @@ def _prepare_data(course: Course, labs: list[str]) -> None:
             except data.DataError as exc:
                 raise GradingError(f"the labs need {name}, which cannot be loaded: {exc}") from exc
             _PREPARED.add(name)
+    sandbox.share_datasets()
 
 
 def handin_env(env: dict) -> dict:
@@ -319,7 +326,7 @@ def grade_task(course_root: str, lab: str, student: str, *, settings: dict, opti
     work_root = Path(tempfile.mkdtemp(prefix="coursekit-grading-"))
     handed_in = bool(settings.get("handed_in"))
     try:
-        plan = make_plan(course, settings, work_root=work_root, **options)
+        plan = make_plan(settings, **options)
         if plan.sandbox:
             _prepare_data(course, [lab])
         result = grade_one(course, lab, student, work_root / f"{lab}-{student}", plan=plan,
@@ -399,7 +406,7 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
                                settings["mode"]) for lab in job_labs}
     options = {"sandboxed": sandboxed, "memory": memory, "processes": processes}
     audited = audit.pick(jobs, audit_share, audit_seed) if handed_in else set()
-    plan = make_plan(course, settings, work_root=Path(tempfile.gettempdir()), **options)
+    plan = make_plan(settings, **options)
     warnings = sandbox.support().warnings() if plan.sandbox or sandboxed is None else []
     for warning in warnings:
         log.warning(warning)

@@ -4,13 +4,101 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from nbgrader import utils
+from nbgrader.preprocessors import ClearHiddenTests
+
 from .course import Course, checked, nbgrader
 
 log = logging.getLogger(__name__)
 
 
+HIDDEN_MARKERS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")  # nbgrader's delimiters (ClearHiddenTests)
+
+
+class HideTests(ClearHiddenTests):
+    """nbgrader's ClearHiddenTests made safe for feedback pages (``GenerateFeedback``, see nbgrader_config.py).
+
+    - The hidden part of a test cell goes from its source *and* from its error's traceback: a
+      failed check shows its message (what was expected, what was found), never its lines.
+    - The hidden tests ran in the student's kernel, so its code could print them (IPython's input
+      history, ``linecache``, the calling frame): every line of hidden test code is also cut from
+      every output of the notebook (:func:`scrub`).
+    - A student's own cell is shown as written, even when it holds the marker text (nbgrader would
+      refuse the whole page).
+    """
+
+    def preprocess(self, nb, resources):
+        hidden = hidden_lines(nb)
+        nb, resources = super().preprocess(nb, resources)
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                scrub(out, hidden)
+        return nb, resources
+
+    def preprocess_cell(self, cell, resources, index):
+        if not is_test(cell):
+            return cell, resources
+        cell, resources = super().preprocess_cell(cell, resources, index)
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                out["traceback"] = [f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"]
+        return cell, resources
+
+
+HIDDEN_LINE = "[a line of a hidden test: not shown]"
+MIN_HIDDEN_LINE = 6  # characters: shorter lines (``pass``, a bracket) tell nothing
+
+
+def is_test(cell) -> bool:
+    """An instructor's test cell (graded, not the student's answer)."""
+    return utils.is_grade(cell) and not utils.is_solution(cell)
+
+
+def hidden_lines(nb) -> list[str]:
+    """The lines of hidden test code in the notebook's test cells, longest first (markers excluded)."""
+    found = set()
+    for cell in nb.cells:
+        if not is_test(cell):
+            continue
+        inside = False
+        for line in cell.source.splitlines():
+            if HIDDEN_MARKERS[0] in line:
+                inside = True
+            elif HIDDEN_MARKERS[1] in line:
+                inside = False
+            elif inside and len(line.strip()) >= MIN_HIDDEN_LINE:
+                found.add(line.strip())
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(output, hidden: list[str]) -> None:
+    """Replace every hidden test line in one output (its text, data, error message and traceback)."""
+    def clean(text):
+        if isinstance(text, list):
+            return [clean(t) for t in text]
+        if not isinstance(text, str):
+            return text
+        for line in hidden:
+            text = text.replace(line, HIDDEN_LINE)
+        return text
+
+    for key in ("text", "evalue", "traceback"):
+        if key in output:
+            output[key] = clean(output[key])
+    for mime, value in output.get("data", {}).items():
+        if mime.startswith("text/") or mime.endswith("json"):
+            output["data"][mime] = clean(value)
+
+
+def marker_cells(notebook) -> list[str]:
+    """Where a student's own cell holds nbgrader's hidden-test marker text (shown as written in the feedback)."""
+    return [cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {i}"
+            for i, cell in enumerate(notebook.cells)
+            if not is_test(cell) and any(marker in cell.get("source", "") for marker in HIDDEN_MARKERS)]
+
+
 def feedback(course: Course, labs: list[str] | None = None) -> list[Path]:
-    """HTML feedback for every graded submission of ``labs`` (hidden tests are not shown)."""
+    """HTML feedback for every graded submission of ``labs``: no hidden test's source, in cells or tracebacks."""
     for lab in course.pick_labs(labs):
         if not list(course.folder("autograded").glob(f"*/{lab}/{lab}.ipynb")):
             log.info("%s: nothing graded yet", lab)

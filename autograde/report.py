@@ -92,6 +92,8 @@ def write_html(course, lab: str, results: list, same_weights: list[tuple[str, li
         parts += ["<h2>Items</h2>", _figure_html(fig)]
     errors = [[r.student, r.message, r.log] for r in results if r.status != "graded"]
     parts += ["<h2>Errors</h2>", _table(["student", "reason", "log"], errors)]
+    notes = [[r.student, r.message] for r in results if r.status == "graded" and r.message]
+    parts += ["<h2>Notes on graded hand-ins</h2>", _table(["student", "note"], notes)]
     flagged = [[r.student, row["label"], _value(row["value"]), row["message"]]
                for r in results for row in r.outside if not row["passed"]]
     parts += ["<h2>Failed outside scores</h2>", _table(["student", "check", "value", "why"], flagged)]

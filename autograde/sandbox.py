@@ -1,22 +1,39 @@
-"""The grading sandbox: bubblewrap for files and network, cgroup v1 for memory and processes.
+"""The grading sandbox: an allowlist of read-only mounts under bubblewrap, an unprivileged user, cgroup limits.
 
 Student code (the notebook's kernel, and the scorer that loads its exported
-models) runs under ``bwrap``: the whole filesystem read-only, the course's
-private folders (solutions, other hand-ins, gradebook, feedback) replaced by
-empty ones, a private ``/tmp``, no network, no capabilities, its own process
-and user namespaces. Memory and the number of processes and threads are
-capped by a cgroup per submission (``/sys/fs/cgroup/{memory,pids}``, writable
-by root). Where either is missing, grading still works, unprotected, and
+models) runs under ``bwrap`` and sees only what grading needs: the system's
+programs and libraries (``/usr``), the few ``/etc`` files Python and PyTorch
+read at start (:data:`ETC_FILES`; ``passwd``, ``group`` and ``hosts`` are made
+up for the sandbox), the Python environment, the course's code
+(``course_utils`` and the ``.py`` files of ``autograde``), the decoded
+datasets, read-only (:func:`course_mounts`), and its own work folders, the
+only places it may write. Nothing else of the host is there: no home folders,
+no ``.git``, no ``solutions/``, no gradebook, no other hand-ins or courses.
+It gets a private ``/tmp``, no network, no capabilities, its own process and
+user namespaces, and an environment of named variables only
+(:func:`clean_env`).
+
+Started by root, a sandbox never runs as root outside: the process drops to
+the grading user (:data:`GRADING_USER`, created on first use) before bwrap
+starts, so even a path the allowlist forgot would be readable only where the
+world may read it. What that user cannot reach on the host (a Python under
+``/root``) is bind-mounted for it in a private mount namespace that ends with
+the sandbox. Memory and the number of processes and threads are capped by a
+cgroup per submission (``/sys/fs/cgroup/{memory,pids}``, writable by root).
+Where either is missing, grading still works, unprotected, and
 :func:`support` says so in words.
 """
 from __future__ import annotations
 
-import atexit
 import functools
+import glob
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -25,39 +42,117 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "coursekit"
-SANDBOX_VAR = "COURSE_SANDBOX"  # JSON for the kernel manager: work folder, bwrap prefix, cgroup files
-SANDBOX_UID = 1000
+SANDBOX_VAR = "COURSE_SANDBOX"  # JSON for the kernel manager: work folder, mounts, cgroup files
+SANDBOX_UID = 1000               # the sandbox's user, inside; outside it is GRADING_USER
+SANDBOX_HOME = "/tmp"            # HOME inside: the private, throwaway /tmp
+GRADING_USER = "coursekit-grader"
+# The system, read-only (merged-/usr links are recreated as links).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What of /etc a sandbox gets from the host: the dynamic linker's cache, the time zone, Debian's alternatives,
+# fontconfig's settings (matplotlib's text).
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "fonts")
+# /etc files made up for the sandbox: its one user, and name lookups from files only.
+MADE_UP_ETC = {
+    "passwd": f"root:x:0:0::/nonexistent:/usr/sbin/nologin\nstudent:x:{SANDBOX_UID}:{SANDBOX_UID}::{SANDBOX_HOME}:/bin/sh\n",
+    "group": f"root:x:0:\nstudent:x:{SANDBOX_UID}:\n",
+    "hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
+    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+}
+# Variables a sandboxed process may inherit from the grader (the rest of the grader's environment never
+# passes): thread counts and OpenBLAS's processor settings, the GPU's, the locale. The course's own
+# variables (mode, data and cache folders, the grader's) are added by name in :func:`clean_env`.
+PASSED_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+               "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES", "LANG", "LC_ALL", "TZ", "PYTHONUNBUFFERED")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """``source`` on the host seen at ``dest`` in the sandbox, read-only unless ``writable``."""
+
+    source: str
+    dest: str
+    writable: bool = False
+
+    @classmethod
+    def same(cls, path: str | os.PathLike, writable: bool = False) -> Mount:
+        """``path`` at its own place."""
+        return cls(str(path), str(path), writable)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who sandboxed processes are outside: the grading user (``drop``: root switches to it) or the caller."""
+
+    name: str
+    uid: int
+    gid: int
+    drop: bool
+
+    def describe(self) -> str:
+        if self.drop:
+            return f"{self.name} (uid {self.uid}), an unprivileged user: root drops to it before each sandbox"
+        note = " (root: hand-ins could read what root reads)" if self.uid == 0 else ""
+        return f"{self.name} (uid {self.uid}), the user who runs the grader{note}"
+
+
+@functools.cache
+def identity() -> Identity:
+    """The user sandboxes run as: as root, :data:`GRADING_USER` (created with ``useradd`` when missing)."""
+    if os.geteuid() != 0:
+        entry = pwd.getpwuid(os.geteuid())
+        return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, drop=False)
+    try:
+        entry = pwd.getpwnam(GRADING_USER)
+    except KeyError:
+        proc = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                               "/nonexistent", "--shell", "/usr/sbin/nologin", GRADING_USER],
+                              capture_output=True, text=True)
+        try:  # another grading process may have created it meanwhile
+            entry = pwd.getpwnam(GRADING_USER)
+        except KeyError:
+            raise OSError(f"cannot create the grading user {GRADING_USER}: {proc.stderr.strip() or proc.returncode}")
+    return Identity(GRADING_USER, entry.pw_uid, entry.pw_gid, drop=True)
 
 
 @dataclass(frozen=True)
 class Support:
-    """What this machine offers: a working ``bwrap`` and writable cgroup v1 memory/pids controllers."""
+    """What this machine offers: a working ``bwrap`` (as the grading user) and writable cgroup v1 controllers."""
 
     bwrap: str | None
     bwrap_problem: str
     cgroups: bool
     cgroups_problem: str
 
-    def warnings(self) -> list[str]:
-        """One sentence per missing protection, with its fix (empty when fully sandboxed)."""
+    def findings(self) -> list[tuple[str, str]]:
+        """(what is missing, its fix) per missing protection (empty when fully sandboxed)."""
         out = []
         if not self.bwrap:
-            out.append(f"UNSANDBOXED: submissions run with the grader's rights and can read or delete other "
-                       f"hand-ins and the gradebook ({self.bwrap_problem}). Fix: `apt-get install bubblewrap` "
-                       f"(Linux, root or user namespaces allowed).")
+            what = (f"UNSANDBOXED: submissions run with the grader's rights and can read or delete other "
+                    f"hand-ins and the gradebook ({self.bwrap_problem})")
+            fix = ("`apt-get install bubblewrap` (Linux, with user namespaces allowed for unprivileged users: "
+                   "`sysctl kernel.unprivileged_userns_clone=1` where that setting exists)")
+            out.append((what, fix))
         if not self.cgroups:
-            out.append(f"NO LIMITS: memory and process limits are not enforced ({self.cgroups_problem}). "
-                       f"Fix: grade as root on Linux with cgroup v1 memory and pids controllers.")
+            out.append((f"NO LIMITS: memory and process limits are not enforced ({self.cgroups_problem})",
+                        "grade as root on Linux with cgroup v1 memory and pids controllers"))
         return out
+
+    def warnings(self) -> list[str]:
+        """:meth:`findings` as sentences."""
+        return [f"{what}. Fix: {fix}." for what, fix in self.findings()]
 
 
 def _bwrap_problem(path: str | None) -> str:
     if path is None:
         return "bwrap is not installed"
+    stage = new_stage()
     try:
-        proc = subprocess.run([path, *base_args(), "--", "true"], capture_output=True, text=True, timeout=30)
+        cmd = prefix([], stage=stage, bwrap=path) + ["/usr/bin/true"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bwrap does not start: {exc}"
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return "" if proc.returncode == 0 else f"bwrap fails here: {proc.stderr.strip()[:200]}"
 
 
@@ -77,78 +172,172 @@ def _cgroups_problem() -> str:
 
 @functools.cache
 def support() -> Support:
-    """Probe bubblewrap and cgroups once per process."""
+    """Probe bubblewrap (an empty sandbox, started exactly as grading starts one) and cgroups, once per process."""
     path = shutil.which("bwrap")
-    bwrap_problem = _bwrap_problem(path)
+    missing = [tool for tool in ("unshare", "mount", "setpriv") if os.geteuid() == 0 and not shutil.which(tool)]
+    try:
+        identity()
+    except OSError as exc:
+        missing.append(str(exc))
+    if missing:
+        bwrap_problem = f"missing: {', '.join(missing)} (util-linux)"
+    else:
+        bwrap_problem = _bwrap_problem(path)
     cgroups_problem = _cgroups_problem()
     return Support(bwrap=path if not bwrap_problem else None, bwrap_problem=bwrap_problem,
                    cgroups=not cgroups_problem, cgroups_problem=cgroups_problem)
 
 
-def base_args() -> list[str]:
-    """bwrap options every sandbox shares: read-only root, fresh /dev, /proc and /tmp, no network, no privileges."""
-    return ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-            "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+def namespace_args() -> list[str]:
+    """bwrap options every sandbox shares: its own namespaces and user, no network, no capabilities."""
+    return ["--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
-
-
-@functools.cache
-def _empty_file() -> str:
-    """An empty read-only file to lay over private files (a device node like /dev/null cannot be opened there)."""
-    fd, path = tempfile.mkstemp(prefix="coursekit-empty-")
-    os.close(fd)
-    os.chmod(path, 0o444)
-    atexit.register(os.remove, path)
-    return path
 
 
 def gpu_devices() -> list[str]:
     """NVIDIA device nodes of this machine (bound into the sandbox so ``full`` mode can use the GPU)."""
-    import glob
-
     return sorted(glob.glob("/dev/nvidia*"))
 
 
-def needed_paths() -> list[Path]:
-    """What the sandbox must see although it lies under /tmp (which it gets empty): the code of
-    ``course_utils`` and ``autograde``, the Python environment, the dataset cache and mirror."""
-    import sys
+def course_mounts() -> list[Mount]:
+    """What a sandbox reads besides the system: the Python environment, the course's code, the datasets.
 
+    ``course_utils`` whole; of ``autograde`` only its ``.py`` files (the folder also holds the
+    gradebook and the hand-ins); the environment (``sys.prefix``, ``sys.base_prefix``); the decoded
+    dataset cache and the mirror named by ``COURSE_DATA_DIR``. All read-only.
+    """
     import course_utils
     from course_utils import modes
 
-    paths = [Path(course_utils.__file__).resolve().parent.parent, Path(__file__).resolve().parent.parent,
-             Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), modes.cache_dir().resolve()]
-    for var in (modes.DATA_VAR, modes.CACHE_VAR):  # as the kernel will read them, links not followed
-        if value := os.environ.get(var, "").strip():
-            paths += [Path(value).expanduser().absolute(), Path(value).expanduser().resolve()]
-    tmp = Path("/tmp")
-    return sorted({p for p in paths if p.is_relative_to(tmp) and p != tmp and p.exists()})
+    code = Path(course_utils.__file__).resolve().parent
+    grader = Path(__file__).resolve().parent
+    folders = [code, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), modes.cache_dir().resolve()]
+    if (mirror := modes.data_dir()) is not None:
+        folders.append(mirror)
+    kept: list[Path] = []
+    for folder in sorted(set(folders), key=lambda p: len(p.parts)):  # a folder inside a kept one is there already
+        if not any(folder.is_relative_to(p) for p in [*kept, *map(Path, SYSTEM_DIRS)]):
+            kept.append(folder)
+    return [Mount.same(p) for p in kept] + [Mount.same(p) for p in sorted(grader.glob("*.py"))]
 
 
-def bwrap_prefix(hidden: list[Path], *, writable: list[Path] = (), readonly: list[Path] = ()) -> list[str]:
-    """``bwrap ...`` up to the command: ``hidden`` paths look empty, ``writable``/``readonly`` are bound back.
+def mount_summary() -> list[str]:
+    """What a sandbox reads from the host, in words (for the doctor's ``--grading`` report)."""
+    system = [d for d in SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)]
+    etc = [f"/etc/{name}" for name in ETC_FILES if os.path.lexists(f"/etc/{name}")]
+    code = [m for m in course_mounts() if not m.source.endswith(".py")]
+    files = [m for m in course_mounts() if m.source.endswith(".py")]
+    out = system + etc + ["/sys", f"made-up /etc/{{{','.join(MADE_UP_ETC)}}}"] + [m.source for m in code]
+    if files:
+        out.append(f"{Path(files[0].source).parent}/*.py ({len(files)} files)")
+    return out
 
-    The sandbox's /tmp starts empty; the code, environment and datasets it needs are bound back
-    first (:func:`needed_paths`), then the masks, then the binds, so a folder inside a hidden one
-    can be shown again. The GPU's device nodes, where there are any, stay usable.
+
+def probe_python() -> str:
+    """Why Python cannot import the course's code in a sandbox, or "" when it can."""
+    stage = new_stage()
+    try:
+        cmd = prefix(course_mounts(), stage=stage) + [sys.executable, "-c", "import course_utils.data, autograde.scorer"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(dict(os.environ)), timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:300]
+
+
+def clean_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a sandboxed process: :data:`PASSED_VARS` and the course's variables from ``env``,
+    with the paths the sandbox knows; nothing else of the grader's environment (tokens, keys) passes."""
+    import course_utils
+    from course_utils import grading, modes, speed
+
+    course_vars = (modes.MODE_VAR, modes.BATCHES_VAR, modes.HANDIN_VAR, grading.EXPORT_VAR, speed.NO_BF16_VAR)
+    out = {name: env[name] for name in (*PASSED_VARS, *course_vars) if name in env}
+    out.setdefault("LANG", "C.UTF-8")
+    out.update(HOME=SANDBOX_HOME, USER="student", LOGNAME="student", TMPDIR="/tmp",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+               PYTHONPATH=str(Path(course_utils.__file__).resolve().parent.parent), PYTHONDONTWRITEBYTECODE="1",
+               MPLCONFIGDIR="/tmp/matplotlib", IPYTHONDIR="/tmp/ipython", JUPYTER_RUNTIME_DIR="/tmp/jupyter")
+    out[modes.CACHE_VAR] = str(modes.cache_dir().resolve())
+    if (mirror := modes.data_dir()) is not None:
+        out[modes.DATA_VAR] = str(mirror)
+    return out
+
+
+def new_stage() -> Path:
+    """A folder for one sandbox's made-up files and staged mounts (remove it when the sandbox has ended)."""
+    stage = Path(tempfile.mkdtemp(prefix="coursekit-stage-"))
+    stage.chmod(0o755)  # the grading user reads the made-up /etc files here
+    return stage
+
+
+def share_datasets() -> None:
+    """Let the grading user read the decoded datasets (caches written by older versions were private)."""
+    from course_utils import modes
+
+    if not identity().drop:
+        return
+    cache = modes.cache_dir()
+    for item in [cache, *cache.glob("*.pt")]:
+        mode = item.stat().st_mode
+        wanted = mode | (0o005 if item.is_dir() else 0o004)
+        if wanted != mode:
+            item.chmod(wanted)
+
+
+def _give(path: Path, who: Identity) -> None:
+    """Make ``path`` (and what is in it) the grading user's, so the sandbox can write there."""
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            os.chown(item, who.uid, who.gid)
+
+
+def prefix(mounts: list[Mount], *, stage: Path, cgroup_procs: list[str] = (), chdir: str = "/tmp",
+           bwrap: str | None = None) -> list[str]:
+    """The command line that starts a program in a sandbox, up to ``--``: append the program's argv.
+
+    ``mounts`` come on top of the system and the made-up /etc; writable ones become the grading
+    user's. As root, the command joins ``cgroup_procs`` (before any code of the sandbox runs), binds
+    every mount's source into ``stage`` in a private mount namespace (so the grading user can reach
+    it), drops to the grading user and starts bwrap.
     """
-    bwrap = support().bwrap or "bwrap"
-    args = [bwrap, *base_args()]
-    for path in needed_paths():
-        args += ["--ro-bind", str(path), str(path)]
+    who = identity()
+    args = [bwrap or support().bwrap or "bwrap", *namespace_args()]
+    for folder in SYSTEM_DIRS:
+        if os.path.islink(folder):
+            args += ["--symlink", os.readlink(folder), folder]
+        elif os.path.isdir(folder):
+            args += ["--ro-bind", folder, folder]
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--ro-bind", "/sys", "/sys"]
+    for name in ETC_FILES:
+        if os.path.lexists(f"/etc/{name}"):
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    for name, text in MADE_UP_ETC.items():
+        (stage / name).write_text(text)
+        (stage / name).chmod(0o644)
+        args += ["--ro-bind", str(stage / name), f"/etc/{name}"]
+    staged: dict[str, str] = {}  # host folder -> where the grading user finds it
+    for mount in mounts:
+        source = Path(mount.source)
+        if mount.writable and who.drop:
+            _give(source, who)
+        if who.drop:
+            folder = str(source if source.is_dir() else source.parent)
+            if folder not in staged:
+                staged[folder] = str(stage / f"m{len(staged)}")
+                Path(staged[folder]).mkdir()
+            source = Path(staged[folder]) / (source.relative_to(folder) if source.is_dir() else source.name)
+        args += ["--bind" if mount.writable else "--ro-bind", str(source), mount.dest]
     for device in gpu_devices():
         args += ["--dev-bind", device, device]
-    for path in hidden:
-        if path.is_dir():
-            args += ["--tmpfs", str(path)]
-        elif path.exists():
-            args += ["--ro-bind", _empty_file(), str(path)]
-    for path in readonly:
-        args += ["--ro-bind", str(path), str(path)]
-    for path in writable:
-        args += ["--bind", str(path), str(path)]
-    return args
+    args += ["--remount-ro", "/", "--chdir", chdir, "--"]  # the sandbox's own root stays as built
+    if not who.drop:
+        return join_cgroup(list(cgroup_procs), args)
+    script = "".join(f"echo $$ > {shlex.quote(f)} || exit 97; " for f in cgroup_procs)
+    script += "".join(f"mount --bind {shlex.quote(src)} {shlex.quote(dst)} || exit 98; " for src, dst in staged.items())
+    script += f'exec setpriv --reuid={who.uid} --regid={who.gid} --clear-groups -- "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sandbox", *args]
 
 
 def join_cgroup(procs_files: list[str], argv: list[str]) -> list[str]:

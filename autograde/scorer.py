@@ -16,6 +16,7 @@ import ast
 import json
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +24,7 @@ from typing import Iterator
 from nbformat import NotebookNode
 from nbgrader import utils
 
+OUTPUT_TAIL = 1 << 20  # bytes of the scoring process's output read back (its answer is the last line)
 CHECKS = {"check_accuracy": ("accuracy", "at_least"), "check_reconstruction": ("reconstruction", "at_most")}
 
 
@@ -142,21 +144,35 @@ def score(models: Path, plan: list[Spec]) -> list[dict]:
 
 
 def run(plan: list[Spec], models: Path, *, prefix: list[str], env: dict, timeout: float) -> list[dict]:
-    """Score ``plan`` in a fresh process started as ``prefix + python -m autograde.scorer``; never raises."""
+    """Score ``plan`` in a fresh process started as ``prefix + python -m autograde.scorer``; never raises.
+
+    What the process prints goes to files, and only their last :data:`OUTPUT_TAIL` bytes are read,
+    so a hostile model that prints without end costs neither memory nor the result.
+    """
     payload = json.dumps({"models": str(models), "specs": [asdict(s) for s in plan]})
     failed = [{"grade_id": s.grade_id, "label": s.label, "value": None, "passed": False, "message": ""} for s in plan]
-    try:
-        proc = subprocess.run([*prefix, sys.executable, "-m", "autograde.scorer", "-"], input=payload,
-                              capture_output=True, text=True, env=env, timeout=timeout)
-        lines = proc.stdout.strip().splitlines()
-        if proc.returncode == 0 and lines:
-            return json.loads(lines[-1])
-        why = f"the scoring process failed (exit {proc.returncode}): {(proc.stderr.strip().splitlines() or [''])[-1][:200]}"
-    except subprocess.TimeoutExpired:
-        why = f"scoring took longer than {timeout:.0f} s"
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.run([*prefix, sys.executable, "-m", "autograde.scorer", "-"], input=payload.encode(),
+                                  stdout=out, stderr=err, env=env, timeout=timeout)
+            lines = _tail(out).strip().splitlines()
+            if proc.returncode == 0 and lines:
+                return json.loads(lines[-1])
+            why = (f"the scoring process failed (exit {proc.returncode}): "
+                   f"{(_tail(err).strip().splitlines() or [''])[-1][:200]}")
+        except subprocess.TimeoutExpired:
+            why = f"scoring took longer than {timeout:.0f} s"
+        except ValueError as exc:
+            why = f"the scoring process's answer could not be read ({exc})"
     for row in failed:
         row["message"] = f"{row['label']}: {why}"
     return failed
+
+
+def _tail(file) -> str:
+    file.seek(0, 2)
+    file.seek(max(0, file.tell() - OUTPUT_TAIL))
+    return file.read().decode(errors="replace")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,8 +76,12 @@ def main() -> None:
         name = lab or "toy lab (no torch)"
         print(f"{name}: {plain:.2f} s per submission unsandboxed, {boxed:.2f} s sandboxed: "
               f"overhead {boxed - plain:+.2f} s ({args.copies} submissions, one worker, smoke mode)")
-    empty = timed(lambda: subprocess.run([found.bwrap, *sandbox.base_args(), "--", "true"], check=True))
-    print(f"empty bubblewrap sandbox: {empty * 1000:.0f} ms to start and stop")
+    stage = sandbox.new_stage()
+    empty = timed(lambda: subprocess.run(sandbox.prefix([], stage=stage) + ["/usr/bin/true"], check=True))
+    full = timed(lambda: subprocess.run(sandbox.prefix(sandbox.course_mounts(), stage=stage) + ["/usr/bin/true"],
+                                        check=True))
+    print(f"empty bubblewrap sandbox: {empty * 1000:.0f} ms to start and stop; with the course's mounts "
+          f"{full * 1000:.0f} ms (as {sandbox.identity().name})")
     if found.cgroups:
         def pair():
             sandbox.Cgroup("bench", memory=1 << 30, processes=64).close()

@@ -339,15 +339,23 @@ def check_grading(report: Report) -> None:
     missing = missing_extra(GRADING_EXTRA)
     if missing:
         report.warning(f"the grading packages {', '.join(missing)} are not installed", GRADING_INSTALL_FIX)
-    from autograde.sandbox import support
+    from autograde import sandbox
 
-    found = support()
+    found = sandbox.support()
     report.add("grading", "sandboxed (bubblewrap" + (", memory and process limits)" if found.cgroups else
                                                      "; limits NOT enforced)")
                if found.bwrap else "UNSANDBOXED: hand-ins would run with the grader's rights")
-    for line in found.warnings():
-        what, _, fix = line.partition(" Fix: ")
-        report.warning(what, fix.rstrip(".") or "see autograde/README.md")
+    for what, fix in found.findings():
+        report.warning(what, fix)
+    if not found.bwrap:
+        return
+    report.add("grading user", sandbox.identity().describe())
+    report.add("sandbox reads", ", ".join(sandbox.mount_summary()))
+    report.add("sandbox writes", "its own copy of the hand-in's folder and its exported models; /tmp in memory")
+    if problem := sandbox.probe_python():
+        report.problem(f"Python does not start in the grading sandbox: {problem}",
+                       "make the Python environment and the course's code readable by all users "
+                       "(`chmod -R a+rX` on them), then run `python -m course_utils doctor --grading` again")
 
 
 def diagnose(grading: bool = False, online: bool = False) -> Report:

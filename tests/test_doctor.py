@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,3 +223,24 @@ def test_missing_grading_packages_are_named(monkeypatch):
         "torch>=2.4", 'dask>=2024.1; extra == "grading"', 'pytest>=8; extra == "test"',
         'no-such-package-xyz>=1; extra == "grading"'])
     assert doctor.missing_extra("grading") == ["no-such-package-xyz"]
+
+
+def test_grading_report_names_the_user_and_every_mount():
+    """``doctor --grading`` says who hand-ins run as and what they can read (from the sandbox's own lists)."""
+    from autograde import sandbox
+
+    report = doctor.Report()
+    doctor.check_grading(report)
+    facts = dict(report.facts)
+    if not sandbox.support().bwrap:
+        assert "UNSANDBOXED" in facts["grading"]
+        return
+    assert facts["grading user"] == sandbox.identity().describe()
+    if os.geteuid() == 0:
+        assert sandbox.GRADING_USER in facts["grading user"] and "unprivileged" in facts["grading user"]
+    reads = facts["sandbox reads"]
+    for mount in sandbox.course_mounts():
+        assert (mount.source if not mount.source.endswith(".py") else str(Path(mount.source).parent)) in reads
+    assert "/usr" in reads and "/etc/ld.so.cache" in reads and "passwd" in reads
+    assert "/.git" not in reads and "/solutions" not in reads
+    assert not [f for f in report.findings if f.level == "problem"], report.render()

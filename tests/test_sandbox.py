@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 import torch
 from torch import nn
@@ -31,49 +35,108 @@ def run_in(prefix: list[str], code: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120, **kw)
 
 
+@pytest.fixture
+def outside_secrets(tmp_path):
+    """What no sandbox may read: a root-only file outside any course, another course's folder, a variable."""
+    token = uuid.uuid4().hex
+    secret = Path("/root") / f"coursekit-test-secret-{token}"
+    other = Path("/srv") / f"coursekit-test-course-{token}"
+    made = []
+    try:
+        secret.write_text("root only")
+        secret.chmod(0o600)
+        made.append(secret)
+        (other / "solutions").mkdir(parents=True)
+        made.append(other)
+        (other / "solutions" / "hidden.ipynb").write_text("another course's hidden tests")
+    except OSError as exc:  # not root: nothing to hide from a sandbox that is not root either
+        pytest.skip(f"cannot make the outside files ({exc})")
+    yield {"secret": secret, "other": other / "solutions" / "hidden.ipynb", "var": ("COURSEKIT_TEST_TOKEN", token)}
+    for path in made:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 @needs("bwrap")
-def test_sandbox_hides_private_folders_and_allows_only_its_own(tmp_path):
-    secret_dir, secret_file, mine = tmp_path / "submitted", tmp_path / "gradebook.db", tmp_path / "mine"
-    secret_dir.mkdir()
-    (secret_dir / "other.ipynb").write_text("someone else's work")
-    secret_file.write_text("grades")
+def test_sandbox_sees_only_its_allowlist_and_writes_only_its_own(tmp_path, outside_secrets):
+    mine = tmp_path / "mine"
     mine.mkdir()
-    prefix = sandbox.bwrap_prefix([secret_dir, secret_file], writable=[mine]) + ["--"]
+    (tmp_path / "neighbour.ipynb").write_text("the next hand-in")
+    var, token = outside_secrets["var"]
+    private = [outside_secrets["secret"], outside_secrets["other"], REPO / ".git" / "HEAD", REPO / "solutions",
+               "/etc/shadow", tmp_path / "neighbour.ipynb", Path.home() / ".bash_history"]
     code = f"""
 import os, socket
-print(sorted(os.listdir({str(secret_dir)!r})), repr(open({str(secret_file)!r}).read()))
+for path in {[str(p) for p in private]!r}:
+    print('there' if os.path.exists(path) else 'absent', path)
+print('variable', {var!r} in os.environ, sorted(os.environ))
 open({str(mine / 'out.txt')!r}, 'w').write('ok')
-for path in ({str(secret_dir / 'x')!r}, {str(tmp_path / 'x')!r}, '/root/x', {str(REPO / 'x')!r}):
+for path in ({str(REPO / 'x')!r}, '/x', {str(REPO / 'course_utils' / 'x')!r}):
     try:
         open(path, 'w')
         print('wrote', path)
     except OSError as exc:
-        print('refused', exc.strerror)
+        print('refused', path, exc.strerror)
 try:
     socket.create_connection(('1.1.1.1', 80), timeout=2)
     print('network')
 except OSError as exc:
     print('no network')
 print(os.getuid(), open('/proc/self/status').read().split('CapEff:')[1].split()[0])
+import course_utils.data  # the course's code and the environment are there
 """
-    out = run_in(prefix, code)
+    stage = sandbox.new_stage()
+    try:
+        prefix = sandbox.prefix([*sandbox.course_mounts(), sandbox.Mount.same(mine, writable=True)], stage=stage)
+        out = run_in(prefix, code, env=sandbox.clean_env(dict(os.environ, **{var: token})))
+    finally:
+        shutil.rmtree(stage)
     lines = out.stdout.splitlines()
     assert out.returncode == 0, out.stderr
-    assert lines[0] == "[] ''"  # an empty folder and an empty file where the secrets are
-    assert (mine / "out.txt").read_text() == "ok" and (secret_dir / "other.ipynb").is_file()
-    # Writes under hidden folders and /tmp land in throwaway memory; the rest of the disk is read-only.
-    assert lines[3:5] == ["refused Read-only file system"] * 2, lines
-    assert not (secret_dir / "x").exists() and not (tmp_path / "x").exists() and not (REPO / "x").exists()
-    assert lines[5] == "no network"
-    assert lines[6] == f"{sandbox.SANDBOX_UID} 0000000000000000"  # not root, no capabilities
+    assert lines[:len(private)] == [f"absent {p}" for p in private], lines
+    assert lines[len(private)].startswith("variable False"), lines[len(private)]
+    assert (mine / "out.txt").read_text() == "ok"
+    assert all(line.startswith("refused") for line in lines[-5:-2]), "\n".join(lines)
+    assert not (REPO / "x").exists() and not (REPO / "course_utils" / "x").exists()
+    assert lines[-2] == "no network"
+    assert lines[-1] == f"{sandbox.SANDBOX_UID} 0000000000000000"  # not root, no capabilities
+
+
+@needs("bwrap")
+def test_sandboxed_processes_are_not_root_outside():
+    stage = sandbox.new_stage()
+    try:
+        proc = subprocess.Popen(sandbox.prefix([], stage=stage) + ["/bin/sleep", "30"])
+        time.sleep(1)
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        uids = {p.name(): p.uids().real for p in tree}
+        proc.kill()
+        proc.wait()
+    finally:
+        shutil.rmtree(stage)
+    assert "sleep" in uids, uids
+    if os.geteuid() == 0:
+        assert all(uid == sandbox.identity().uid != 0 for uid in uids.values()), uids
+    else:
+        assert all(uid == os.geteuid() for uid in uids.values()), uids
+
+
+def test_clean_env_passes_only_named_variables(monkeypatch, tmp_path):
+    env = sandbox.clean_env({"AWS_SECRET_ACCESS_KEY": "x", "COURSE_MODE": "smoke", "OMP_NUM_THREADS": "1",
+                             "HOME": "/root", "PATH": "/secret/bin", "SSH_AUTH_SOCK": "/tmp/agent"})
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "SSH_AUTH_SOCK" not in env
+    assert env["COURSE_MODE"] == "smoke" and env["OMP_NUM_THREADS"] == "1" and env["HOME"] == sandbox.SANDBOX_HOME
+    assert "/secret/bin" not in env["PATH"]
 
 
 @needs("cgroups")
 def test_memory_limit_kills_a_hog_and_says_so():
     group = sandbox.Cgroup("test-mem", memory=256 << 20, processes=64)
     try:
-        prefix = sandbox.join_cgroup(group.procs_files, sandbox.bwrap_prefix([]) + ["--"])
-        out = run_in(prefix, "x = bytearray(600 << 20)\nx[::4096] = b'1' * len(x[::4096])\nprint('survived')")
+        stage = sandbox.new_stage()
+        prefix = sandbox.prefix(sandbox.course_mounts(), stage=stage, cgroup_procs=group.procs_files)
+        out = run_in(prefix, "x = bytearray(600 << 20)\nx[::4096] = b'1' * len(x[::4096])\nprint('survived')",
+                     env=sandbox.clean_env(dict(os.environ)))
+        shutil.rmtree(stage)
         assert out.returncode != 0 and "survived" not in out.stdout
         assert group.breaches() == ["used more than 256 MiB of memory (the limit); its kernel was killed"]
     finally:

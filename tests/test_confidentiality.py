@@ -1,0 +1,163 @@
+"""What a hand-in can read, and what its feedback carries back: one sandboxed batch of the toy lab.
+
+The batch holds a snooper (looks for a root-only file outside any course, another course's
+folder, the course's and the code's ``.git``, the solutions and a variable set in the grader's
+environment, then does the work), a hand-in whose own cell holds nbgrader's hidden-test marker
+text, one that passes every visible check and fails every hidden one, and one that prints far
+more than a feedback page should hold. Each finds nothing, gets its marks for correct work and a
+feedback page; no page holds a line of hidden test source.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import autograde
+from autograde import publish, sandbox, testing
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = testing.TOY_LAB
+TOKEN_VAR = "COURSEKIT_TEST_GRADER_TOKEN"
+pytestmark = pytest.mark.slow
+
+
+def snoop_code(places: list[str]) -> str:
+    """A cell that reports which of ``places`` it can read and whether the grader's token is in its environment."""
+    return f"""
+import json, os
+found = {{}}
+for path in {places!r}:
+    try:
+        found[path] = sorted(os.listdir(path))[:5] if os.path.isdir(path) else open(path).read(200)
+    except OSError as exc:
+        found[path] = None
+found["env"] = os.environ.get({TOKEN_VAR!r})
+print("SNOOP " + json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    found = sandbox.support()
+    if not (found.bwrap and found.cgroups):
+        if os.environ.get("COURSE_SANDBOX_REQUIRED"):
+            pytest.fail("; ".join(found.warnings()))
+        pytest.skip("; ".join(found.warnings()))
+    if os.geteuid() != 0:
+        pytest.skip("the outside files are made as root")
+    root = tmp_path_factory.mktemp("secrets")
+    course = testing.copy_course(root / "course")
+    testing.write_toy_lab(course)
+    subprocess.run(["git", "init", "-q", str(course.root)], check=True)
+    subprocess.run(["git", "-C", str(course.root), "add", "solutions"], check=True)
+    subprocess.run(["git", "-C", str(course.root), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "s"],
+                   check=True)
+    autograde.generate(course, [LAB])
+    source, release = testing.notebooks(course, LAB)
+    token = uuid.uuid4().hex
+    secret = Path("/root") / f"coursekit-secret-{token}"
+    other = Path("/srv") / f"coursekit-other-course-{token}"
+    secret.write_text("root's secret")
+    secret.chmod(0o600)
+    (other / "solutions").mkdir(parents=True)
+    (other / "solutions" / "lab.ipynb").write_text("another course's solutions")
+    places = [str(secret), str(other / "solutions"), str(course.root / ".git" / "HEAD"),
+              str(course.folder("source")), str(REPO / ".git" / "HEAD"), str(REPO / "solutions"), "/etc/shadow",
+              str(course.config_dir / "gradebook.db"), str(course.folder("submitted"))]
+    solved = testing.solved(release, source)
+    code = testing.solution_cells(source)
+    students = {
+        "a_snoop": testing.insert_before_tests(solved, snoop_code(places)),
+        "b_marker": testing.fill(solved, {"double": "# my notes: ### BEGIN HIDDEN TESTS is nbgrader's marker\n"
+                                                    + code["double"]}),
+        # right on every visible check, wrong on every hidden one
+        "c_wrong": testing.fill(solved, {"double": "def double(x):\n    return 2 * abs(x)",
+                                         "mean": "def mean(values):\n    return sum(values) / len(values) if "
+                                                 "len(values) > 1 else 0.0"}),
+        "d_printer": testing.insert_before_tests(solved, "for _ in range(12):\n    print('x' * (1 << 20))"),
+        # runs after the first test cell and prints what the kernel kept of it (IPython's input history)
+        "e_history": testing.fill(solved, {"mean": code["mean"] + "\nprint('\\n'.join(In))"}),
+    }
+    for student, nb in students.items():
+        testing.hand_in(root / "inbox", student, LAB, nb)
+    autograde.collect(course, root / "inbox")
+    os.environ[TOKEN_VAR] = token  # in the grader's environment, as an instructor's exported credential would be
+    try:
+        results = autograde.autograde(course, [LAB], mode="smoke", workers=2, sandboxed=True)
+        pages = autograde.feedback(course, [LAB])
+    finally:
+        os.environ.pop(TOKEN_VAR)
+        secret.unlink()
+        shutil.rmtree(other)
+    yield course, source, {r.student: r for r in results}, pages, places
+
+
+def graded(course, student) -> str:
+    return (course.folder("autograded") / student / LAB / f"{LAB}.ipynb").read_text()
+
+
+def feedback_page(course, student) -> str:
+    """The text of a student's feedback page as a reader sees it (tags removed, entities decoded)."""
+    page = (course.folder("feedback") / student / LAB / f"{LAB}.html").read_text()
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+def full_marks(course, student) -> bool:
+    return all(got == most for got, most in testing.item_scores(course, LAB, student).values())
+
+
+def test_a_snooping_hand_in_finds_nothing_and_keeps_its_marks(batch):
+    course, _, results, _, places = batch
+    texts = [out.get("text", "") for cell in nbformat.reads(graded(course, "a_snoop"), as_version=4).cells
+             for out in cell.get("outputs", [])]
+    printed = [line for text in texts for line in text.splitlines() if line.startswith("SNOOP ")]
+    assert printed, "the snooping cell did not run"
+    found = json.loads(printed[0][len("SNOOP "):])
+    assert found == dict.fromkeys([*places, "env"]), found
+    assert results["a_snoop"].status == "graded" and full_marks(course, "a_snoop"), results["a_snoop"]
+
+
+def test_every_hand_in_gets_a_feedback_page(batch):
+    _, _, results, pages, _ = batch
+    assert sorted(p.parent.parent.name for p in pages) == sorted(results)
+
+
+def test_a_cell_holding_the_marker_text_gets_its_page_and_a_line_in_the_report(batch):
+    course, _, results, _, _ = batch
+    assert "BEGIN HIDDEN TESTS is nbgrader" in feedback_page(course, "b_marker")
+    assert full_marks(course, "b_marker")
+    assert "double of the hand-in hold nbgrader's hidden-test marker text" in results["b_marker"].message
+    assert "marker text" in (course.config_dir / "reports" / f"{LAB}.html").read_text()
+
+
+def test_feedback_of_failed_hidden_checks_shows_messages_not_source(batch):
+    course, source, results, _, _ = batch
+    scores = testing.item_scores(course, LAB, "c_wrong")
+    assert scores["test_double"][0] == 0 and scores["test_mean"][0] == 0, scores  # the hidden checks failed
+    lines = publish.hidden_lines(source)
+    assert len(lines) == 2, lines  # the toy lab's two hidden asserts
+    for student in results:
+        page = feedback_page(course, student)
+        leaked = [line for line in lines if line in page]
+        assert not leaked, f"{student}'s feedback shows hidden test source: {leaked}"
+    assert "hidden: one value" in feedback_page(course, "c_wrong")  # the check's own message is shown
+    assert "print('\\n'.join(In))" in feedback_page(course, "e_history")  # the history printer ran
+    assert publish.HIDDEN_LINE in feedback_page(course, "e_history")
+
+
+def test_output_is_capped_in_the_graded_notebook_and_the_feedback(batch):
+    course, *_ = batch
+    assert full_marks(course, "d_printer")
+    notebook = course.folder("autograded") / "d_printer" / LAB / f"{LAB}.ipynb"
+    assert notebook.stat().st_size < 3 << 20, notebook.stat().st_size  # it printed 12 MiB
+    assert "output cut by the grader" in notebook.read_text()
+    assert (course.folder("feedback") / "d_printer" / LAB / f"{LAB}.html").stat().st_size < 4 << 20
