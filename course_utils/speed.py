@@ -110,6 +110,9 @@ class GpuOptions:
     epoch runs eagerly, so no second compilation). Off by default: compiling costs tens of seconds
     per architecture and needs Triton and a C compiler; ``benchmarks/gpu_full.py --profile``
     measures whether it pays. If compiling fails, training goes on eagerly with a warning."""
+    compile_mode: str | None = None
+    """``torch.compile``'s ``mode`` when ``compile`` is on: None (the default mode), ``"reduce-overhead"``
+    (CUDA graphs: the whole forward and backward pass is one launch), ``"max-autotune-no-cudagraphs"``."""
     cudnn_benchmark: bool = True
     """``torch.backends.cudnn.benchmark``: cuDNN times its convolution algorithms once per shape."""
 

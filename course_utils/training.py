@@ -271,7 +271,7 @@ def _summary(row: dict, epochs: int) -> str:
 # Device types that take the GPU path of train/evaluate. Tests add "cpu" to run that path on a CPU.
 GPU_DEVICE_TYPES: tuple[str, ...] = ("cuda",)
 _FUSABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
-_COMPILED: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()  # model -> mode -> compiled
 
 
 def _gpu_path(device: torch.device) -> bool:
@@ -335,8 +335,8 @@ class _GpuPlan:
     def start(cls, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> "_GpuPlan":
         options = speed.gpu
         plan = cls(device=device, options=options, dtype=speed.training_amp_dtype(model, device, options))
-        if options.cudnn_benchmark and device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = options.cudnn_benchmark
         if plan.dtype == torch.float16:
             plan.scaler = torch.amp.GradScaler(device.type)
         if options.channels_last and speed.has_convolutions(model):
@@ -345,9 +345,10 @@ class _GpuPlan:
         if options.fused:
             plan.fused = fuse_optimizer(optimizer, device)
         if options.compile:
-            if model not in _COMPILED:
-                _COMPILED[model] = torch.compile(model)
-            plan.compiled = _COMPILED[model]
+            compiled = _COMPILED.setdefault(model, {})
+            if options.compile_mode not in compiled:
+                compiled[options.compile_mode] = torch.compile(model, mode=options.compile_mode)
+            plan.compiled = compiled[options.compile_mode]
         return plan
 
     def describe(self) -> str:

@@ -60,6 +60,7 @@ def test_a_cell_prints_its_last_value_like_a_kernel():
     with redirect_stdout(printed):
         gpu_full.run_cell("import pandas as pd\nx = 2\nx * 21", namespace, "<t 1>")
         gpu_full.run_cell("None", namespace, "<t 2>")
+        gpu_full.run_cell("x * 2;", namespace, "<t 2b>")
         gpu_full.run_cell("display(pd.DataFrame({'a': [1]}).style.format({'a': '{:,}'}))", namespace, "<t 3>")
         gpu_full.run_cell("def f():\n    return 1\nimport inspect\nprint(inspect.getsource(f).split()[0])",
                           namespace, "<t 4>")
@@ -83,8 +84,12 @@ def test_the_profile_keeps_what_pays():
             {"setting": "fused off", "ms_per_step": 8.5},          # 15 % faster without: off
             {"setting": "compile on", "ms_per_step": 4.0, "first_s": 40.3, "warmup_steps": 30}]
     decision = gpu_full.decide(rows, call_steps=100_000)  # 40 s + 400 s against 1000 s: compile kept
-    assert decision["changes"] == {"fused": False, "compile": True}
+    assert decision["changes"] == {"fused": False, "compile": True, "compile_mode": None}
     assert "compile" not in gpu_full.decide(rows, call_steps=5_000)["changes"]  # 40 s + 20 s against 50 s
+    graphs = {"setting": "compile reduce-overhead", "ms_per_step": 1.0, "first_s": 60.0, "warmup_steps": 30}
+    assert gpu_full.decide(rows + [graphs], 100_000)["changes"]["compile_mode"] == "reduce-overhead"
+    broken = {"setting": "compile reduce-overhead", "error": "RuntimeError: overwritten"}
+    assert gpu_full.decide(rows + [broken], 100_000)["changes"]["compile_mode"] is None
     assert gpu_full.decide([{"setting": "defaults", "error": "boom"}], 10)["changes"] == {}
 
 
@@ -132,7 +137,7 @@ def test_dry_run_of_all_labs_without_jupyter(tmp_path, bare_python, mirror):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_full.py"), "--out", str(out), "--mode", "smoke",
          "--max-batches", "1", "--jobs", "2", "--profile", "--profile-models", "1", "--profile-rounds", "1",
-         "--profile-steps", "2", "--profile-warmup", "1", "--deadline", "170"],
+         "--profile-steps", "2", "--profile-warmup", "1", "--deadline", "170", "--cpu-as-gpu"],
         env={**bare_python, "COURSE_DATA_DIR": str(mirror)}, capture_output=True, text=True, timeout=240)
     seconds = time.perf_counter() - started
     summary = json.loads((out / gpu_full.SUMMARY).read_text())

@@ -213,7 +213,7 @@ def test_compile_runs_full_batches_only_and_falls_back_when_it_fails(gpu_path_on
     gpu_path_on_cpu.compile = True
     sizes = []
 
-    def fake_compile(model):
+    def fake_compile(model, mode=None):
         def compiled(x):
             sizes.append(x.shape[0])
             return model(x)
@@ -223,7 +223,7 @@ def test_compile_runs_full_batches_only_and_falls_back_when_it_fails(gpu_path_on
     run(mlp(), epochs=1)  # 100 images in batches of 16: six full ones and one of 4, run eagerly
     assert sizes == [16] * 6
 
-    def broken_compile(model):
+    def broken_compile(model, mode=None):
         def compiled(x):
             raise RuntimeError("no C compiler")
         return compiled
