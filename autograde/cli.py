@@ -7,6 +7,7 @@
         [--handed-in [--audit SHARE]]            ... or score the weights handed in, re-training a sample
     python -m autograde feedback [LAB ...]       HTML feedback per student in autograde/feedback/
     python -m autograde export [--to FILE]       all grades as CSV (default autograde/grades.csv)
+    python -m autograde exchange ACTION          on a JupyterHub: setup, release LAB, collect, feedback (nbgrader's exchange)
 
 Exit status: 0 when all went well, 1 when something needs the instructor's
 attention (the output says what), 2 for a usage or setup error.
@@ -20,8 +21,9 @@ from pathlib import Path
 
 from course_utils.modes import MODES
 
-from . import pipeline, publish, release
+from . import exchange, pipeline, publish, release
 from .collect import collect
+from . import config
 from .config import parse_size
 from .course import REPO, Course, GradingError
 
@@ -55,11 +57,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", metavar="ADDRESS", help="grade on a running Dask cluster (e.g. tcp://host:8786) "
                                                           "instead of local worker processes")
     s.add_argument("--force", action="store_true", help="regrade submissions graded before")
-    s.add_argument("--mode", choices=MODES, help="run mode (default: COURSE_GRADING_MODE, else laptop)")
-    s.add_argument("--cell-timeout", type=int, help="seconds per cell (default: the mode's)")
-    s.add_argument("--submission-timeout", type=float, help="seconds per submission (default: the mode's)")
-    s.add_argument("--memory-limit", type=parse_size, help="memory per submission, e.g. 4G (default: 4G)")
-    s.add_argument("--process-limit", type=int, help="processes and threads per submission (default: 256)")
+    default = config.settings()
+    limits = config.limits(default.mode)
+    s.add_argument("--mode", choices=MODES, help=f"run mode (default: {config.GRADING_MODE_VAR}, else "
+                                                 f"{config.DEFAULT_MODE}; now {default.mode})")
+    s.add_argument("--cell-timeout", type=int,
+                   help=f"seconds per cell (default: the mode's, {limits.cell_timeout} in {default.mode})")
+    s.add_argument("--submission-timeout", type=float, help=f"seconds per submission (default: the mode's, "
+                                                            f"{limits.submission_timeout:.0f} in {default.mode})")
+    s.add_argument("--memory-limit", type=parse_size,
+                   help=f"memory per submission, e.g. 4G (default: {config.MEMORY_LIMIT})")
+    s.add_argument("--process-limit", type=int,
+                   help=f"processes and threads per submission (default: {config.PROCESS_LIMIT})")
     s.add_argument("--no-sandbox", dest="sandbox", action="store_false", default=None,
                    help="run submissions with the grader's rights (not for real hand-ins)")
     s.add_argument("--sandbox", dest="sandbox", action="store_true", help="fail unless bubblewrap works")
@@ -73,6 +82,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--audit-seed", type=int, help="seed for choosing the audited hand-ins (default: unpredictable)")
     s = steps.add_parser("export", help="grades as CSV")
     s.add_argument("--to", type=Path, help="output file (default: autograde/grades.csv)")
+    exchange.add_parser(steps)  # python -m autograde exchange setup|release|collect|feedback (a JupyterHub)
     return p
 
 
@@ -98,8 +108,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"no submissions found in {args.folder} (expected <student>/<lab>/<lab>.ipynb)")
         return 1 if any(r["status"] == "skipped" or r["message"] for r in rows) else 0
     elif args.step == "autograde":
-        if args.audit and not args.handed_in:
-            raise GradingError("--audit re-trains hand-ins graded from their weights: use it with --handed-in")
         results = pipeline.autograde(course, args.labs, students=args.student, workers=args.workers,
                                      force=args.force, mode=args.mode, cell_timeout=args.cell_timeout,
                                      submission_timeout=args.submission_timeout, sandboxed=args.sandbox,
@@ -110,13 +118,19 @@ def run(args: argparse.Namespace) -> int:
         return 1 if any(r.status != "graded" for r in results) else 0
     elif args.step == "feedback":
         publish.feedback(course, args.labs)
+    elif args.step == "exchange":
+        return exchange.run(course, args)
     elif args.step == "export":
         publish.export(course, args.to)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except GradingError as exc:  # a bad COURSE_* setting: the parser's defaults come from it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logger = logging.getLogger("autograde")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stdout)
