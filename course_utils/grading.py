@@ -67,6 +67,32 @@ def expect_close(actual: torch.Tensor, expected: torch.Tensor, what: str = "outp
         raise AssertionError(f"{what}: values differ from the reference by up to {diff:.3g} (tolerance {atol:g})")
 
 
+def expect_match(actual: torch.Tensor, expected: torch.Tensor, what: str = "output",
+                 mistakes: dict[str, torch.Tensor | Callable[[], torch.Tensor]] | None = None, atol: float = 1e-5,
+                 rtol: float = 1e-5) -> None:
+    """:func:`expect_close` that names the likely cause when the values differ.
+
+    ``mistakes`` maps a message (what went wrong and how to fix it) to what that mistake computes,
+    a tensor or a function returning one, built from the student's own parameters. When
+    ``actual`` matches one of them, the failure says that message; otherwise it gives the largest
+    difference and lists the messages as the usual causes.
+    """
+    expect_shape(actual, expected.shape, what)
+    if torch.allclose(actual, expected, atol=atol, rtol=rtol):
+        return
+    for cause, wrong in (mistakes or {}).items():
+        try:
+            value = wrong() if callable(wrong) else wrong
+        except Exception:  # a variant that cannot be computed for this input is not the mistake made
+            continue
+        if isinstance(value, torch.Tensor) and value.shape == actual.shape and \
+                torch.allclose(actual, value.to(actual.dtype), atol=atol, rtol=rtol):
+            raise AssertionError(f"{what}: {cause}")
+    diff = (actual - expected).abs().max().item()
+    causes = f" Usual causes: {'; '.join(mistakes)}." if mistakes else ""
+    raise AssertionError(f"{what}: values differ from the reference by up to {diff:.3g} (tolerance {atol:g}).{causes}")
+
+
 def expect_at_least(value: float, minimum: float, what: str = "test accuracy") -> None:
     """Fail unless ``value >= minimum``, saying both."""
     if not value >= minimum:

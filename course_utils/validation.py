@@ -15,21 +15,32 @@ other commands, grading included, never see them):
   ``CellTimeoutError`` that says after how long it was stopped;
 - every test cell after a cut-off cell fails with an error naming that cell
   (the nearest before it), so the report lists the cut-off and does not say
-  "Success" (see :class:`CutOffReport`).
+  "Success" (see :class:`CutOffReport`);
+- a notebook that passes gets :func:`verdict` as its last line instead of nbgrader's
+  "Success! Your notebook passes all the tests.", which reads as full marks: it says that
+  the visible checks passed and names what only the grader checks (the recomputed
+  accuracies, the written answers). The JupyterLab button's dialog is drawn by nbgrader's
+  own front end and keeps its wording; README's Students section says what it means;
+- the report wraps long lines of an error message instead of cutting them at its width, so
+  that a check's whole message (which names the likely mistake) reaches the student.
 
 ``nbgrader validate --Validator.Execute.timeout=SECONDS NOTEBOOK`` sets another limit for one run.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import textwrap
 import time
+from pathlib import Path
 
 from . import modes
 
 TIMEOUT_ENAME = "CellTimeoutError"  # nbgrader's name for an interrupted cell; kept, so tools still recognise it
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
 WIDTH = 80  # nbgrader validate indents error lines by 4 and cuts them at 87 characters
+VERDICT_START = "Visible checks passed"  # the first words of a passing notebook's last line
 
 
 def time_limit(mode: str | None = None) -> tuple[int, str]:
@@ -132,6 +143,77 @@ class CutOffReport:
                 output.update(_error(evalue, self.hint()))
 
 
+def _items(path: str | Path) -> tuple[list[str], list[str], list[str]]:
+    """(test cells, those that hand in a trained model for the grader to score, manually graded answers) by grade_id."""
+    cells = json.loads(Path(path).read_text()).get("cells", [])
+    tests, scored, manual = [], [], []
+    for cell in cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not meta.get("grade"):
+            continue
+        source = "".join(cell.get("source", ""))
+        if cell.get("cell_type") == "code" and not meta.get("solution"):
+            tests.append(meta.get("grade_id", "?"))
+            if re.search(r"\bgrading\.hand_in\(", source):
+                scored.append(meta.get("grade_id", "?"))
+        else:
+            manual.append(meta.get("grade_id", "?"))
+    return tests, scored, manual
+
+
+def verdict(path: str | Path) -> str:
+    """What a passing validation of the notebook at ``path`` means, in one paragraph.
+
+    Every test cell ran without an error; that is not the grade: the grader also runs each item's
+    hidden checks, recomputes the accuracy of the trained models against the thresholds the notebook
+    states, and grades the written answers by hand.
+    """
+    try:
+        tests, scored, manual = _items(path)
+    except (OSError, ValueError):
+        tests, scored, manual = [], [], []
+    text = (f"{VERDICT_START}: all {len(tests)} test cells ran without an error. This is not yet your grade. "
+            f"Only the grader runs the hidden checks of each item")
+    if scored:
+        text += (f", recomputes the test accuracy of your trained models against the thresholds stated at the top "
+                 f"of the notebook ({', '.join(scored)})")
+    if manual:
+        text += f", and grades your written answers by hand ({', '.join(manual)})"
+    return text + "."
+
+
+def _install_verdict() -> None:
+    """Make ``nbgrader validate`` end a passing notebook's report with :func:`verdict` (once per process)."""
+    try:
+        from nbgrader.validator import Validator, strip_ansi
+    except ImportError:  # outside nbgrader nothing prints a verdict
+        return
+    if getattr(Validator, "_course_verdict", False):
+        return
+    validate_and_print, print_num_failed = Validator.validate_and_print, Validator._print_num_failed
+
+    def remember_notebook(self, filename):
+        self._course_notebook = filename
+        return validate_and_print(self, filename)
+
+    def print_verdict(self, num_failed):
+        if num_failed or not getattr(self, "_course_notebook", None):
+            return print_num_failed(self, num_failed)
+        self.stream.write(textwrap.fill(verdict(self._course_notebook), width=self.width) + "\n")
+
+    def indent_wrapped(self, val: str) -> str:
+        # nbgrader cuts every line of the report at its width; wrap instead, so that long messages stay whole
+        lines = []
+        for line in strip_ansi(val).split("\n"):
+            lines += textwrap.wrap(line, self.width - 3, initial_indent=self.indent, subsequent_indent=self.indent + "  ",
+                                   break_on_hyphens=False) or [self.indent]
+        return "\n".join(line.rstrip() for line in lines)
+
+    Validator.validate_and_print, Validator._print_num_failed = remember_notebook, print_verdict
+    Validator._indent = indent_wrapped
+    Validator._course_verdict = True
+
+
 def configure(c, mode: str | None = None) -> None:
     """Set nbgrader's validation (``c.Validator.Execute``) for ``mode`` (default: ``COURSE_MODE``)."""
     limit, words = time_limit(mode)
@@ -147,3 +229,4 @@ def configure(c, mode: str | None = None) -> None:
     execute.on_cell_execute = report.on_cell_execute
     execute.on_cell_complete = report.on_cell_complete
     execute.on_cell_error = report.on_cell_error
+    _install_verdict()

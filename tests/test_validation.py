@@ -24,7 +24,8 @@ from course_utils import modes, validation
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = "lab1_mnist_mlp"
-SUCCESS = "Success! Your notebook passes all the tests."
+# A passing notebook's last line (course_utils.validation.verdict), in place of nbgrader's bare "Success!".
+SUCCESS = validation.VERDICT_START
 # The cell that trains lab 1's MLP, and the allowance the cut-off tests give it in every mode.
 TRAINING_CELL = "mlp_history = training.train("
 ALLOWANCE_S = 40
@@ -113,6 +114,25 @@ def test_test_cells_after_a_cut_off_cell_fail_naming_it():
         assert all(len(line) <= validation.WIDTH + 12 for line in "\n".join(note.traceback).splitlines())
     again = _run_hooks(report, [("check_a", True, False), ("check_b", True, False)])
     assert not any(cell.outputs for cell in again), "the next notebook starts afresh"
+def test_the_verdict_says_what_only_the_grader_checks():
+    """A pass is not a grade: the verdict names the items scored outside the kernel and the hand-graded answers."""
+    words = validation.verdict(REPO / "notebooks" / LAB / f"{LAB}.ipynb")
+    assert words.startswith(validation.VERDICT_START) and "not yet your grade" in words, words
+    for item in ("logreg_accuracy", "mlp_accuracy", "representations_answer"):
+        assert item in words, words
+    assert "Success" not in words
+
+
+def test_the_report_wraps_long_messages_instead_of_cutting_them():
+    from nbgrader.validator import Validator
+
+    validation._install_verdict()
+    message = "AssertionError: " + " ".join(f"word{i}" for i in range(60))
+    wrapped = Validator()._indent(message)
+    assert "word59" in wrapped and "..." not in wrapped
+    assert all(len(line) <= Validator().width for line in wrapped.splitlines())
+
+
 # --------------------------------------------------------------------------- nbgrader validate, end to end
 
 def finished_lab(tmp_path: Path, slow_by: float | None = None) -> Path:
@@ -148,7 +168,8 @@ def validate(folder: Path, mode: str, *options: str) -> str:
 @pytest.mark.parametrize("mode", ["smoke", "laptop"])
 def test_a_finished_lab_validates_with_success(tmp_path, mode):
     output = validate(finished_lab(tmp_path), mode)
-    assert SUCCESS in output, output[-3000:]
+    assert SUCCESS in output and "Success!" not in output, output[-3000:]
+    assert "recomputes the test accuracy" in " ".join(output.split()), output[-3000:]
     assert "CellTimeoutError" not in output
 
 

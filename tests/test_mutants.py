@@ -1,0 +1,235 @@
+"""The typical mistakes of each lab are caught by Validate, with a message that names them, and cost points.
+
+Each file ``tests/fixtures/<lab>/mutants/<mistake>.py`` is a hand-in with one typical mistake (or a few):
+the TODO cells it changes, as ``# %% grade_id: <id>`` blocks like ``alternative.py``, headed by
+
+    # Mistake: what the student got wrong
+    # Validate: <test cell's grade_id>: <words its error message must contain>
+
+(one ``Validate`` line per test cell that must fail; ``# Alone: <why>`` when a later TODO's checks build
+on the changed cell, so that it shares no hand-in). A mistake that only the grader's recomputed
+accuracy can reveal says ``# Validate: none (<why>)`` and ``# Grading: <item>`` instead, and the
+lab's notebook lists what only the grader checks. Every other TODO cell holds the solution.
+
+- ``test_validate_names_each_mistake``: real ``nbgrader validate`` (smoke mode, the students'
+  ``notebooks/nbgrader_config.py``, training cut to two batches) fails each named test cell with the named words, and never ends
+  with the verdict of a passing notebook. To keep it cheap, each notebook is cut after the last test
+  cell it must fail (a failure there fails the whole notebook; later cells cannot undo it), and
+  mistakes in different TODO cells share one notebook (each visible check builds its own models from
+  its own TODO cell only, so one mistake cannot hide or cause another's failure).
+- ``test_grading_takes_points_for_each_mistake``: the same hand-ins, whole, graded by the real
+  pipeline in one batch per lab (smoke mode): every named item scores below its maximum (labs 1-3;
+  see ``GRADED_LABS``).
+- ``alternative_*.py`` beside ``alternative.py`` are further correct solutions (in a student's own
+  style): they validate with the passing verdict and earn full marks in the same batch.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import autograde
+from autograde import testing
+from course_utils import modes, validation
+
+REPO = Path(__file__).resolve().parent.parent
+LABS = autograde.Course(REPO).labs()
+# Labs whose mutants are also graded end to end. Grading runs whole notebooks, the costly part; the visible
+# checks that catch a mistake when validating are the same code when grading, so for labs 4 and 5 validation
+# alone is checked (CI time: about 25 s per graded hand-in on 2 cores).
+GRADED_LABS = LABS[:3]
+_HEADER = re.compile(r"^# (Mistake|Validate|Grading|Alone): (.*)$", re.M)
+
+
+@dataclass
+class Mutant:
+    name: str
+    code: dict[str, str]  # TODO grade_id -> cell source
+    mistake: str
+    validate: list[tuple[str, str]] = field(default_factory=list)  # (test cell, words of its error)
+    grading: list[str] = field(default_factory=list)  # items that lose points (the Validate cells included)
+    alone: bool = False  # shares no hand-in: a later TODO's checks build on the cell it changes
+
+
+def fixtures(lab: str) -> Path:
+    return REPO / "tests" / "fixtures" / lab
+
+
+def mutants(lab: str) -> list[Mutant]:
+    out = []
+    for path in sorted((fixtures(lab) / "mutants").glob("*.py")):
+        text = path.read_text()
+        mutant = Mutant(path.stem, testing.load_alternative(path), "")
+        for key, value in _HEADER.findall(text):
+            if key == "Mistake":
+                mutant.mistake += value
+            elif key == "Validate" and not value.startswith("none"):
+                cell, _, words = value.partition(": ")
+                mutant.validate.append((cell.strip(), words.strip()))
+            elif key == "Alone":
+                mutant.alone = True
+            elif key == "Grading":
+                mutant.grading += [item.strip() for item in value.split(",")]
+        mutant.grading = list(dict.fromkeys([cell for cell, _ in mutant.validate] + mutant.grading))
+        out.append(mutant)
+    return out
+
+
+def controls(lab: str) -> dict[str, dict[str, str]]:
+    """Further correct solutions: ``alternative_<style>.py`` -> their TODO cells."""
+    return {path.stem: testing.load_alternative(path) for path in sorted(fixtures(lab).glob("alternative_*.py"))}
+
+
+def pack(found: list[Mutant]) -> list[list[Mutant]]:
+    """Hand-ins: mutants that change different TODO cells share one (first fit, in name order), except those alone."""
+    handins: list[list[Mutant]] = []
+    for mutant in found:
+        home = None if mutant.alone else next(
+            (h for h in handins if not h[0].alone and not set(mutant.code) & {gid for m in h for gid in m.code}), None)
+        if home is None:
+            handins.append([mutant])
+        else:
+            home.append(mutant)
+    return handins
+
+
+def handin_names(handins: list[list[Mutant]]) -> list[str]:
+    """Student ids of the hand-ins (nbgrader wants plain ids; the failure messages name the mutants)."""
+    return [f"mutants{i + 1:02d}" for i in range(len(handins))]
+
+
+def build(release, source, handin: list[Mutant]) -> nbformat.NotebookNode:
+    code = {gid: src for mutant in handin for gid, src in mutant.code.items()}
+    return testing.fill(testing.solved(release, source), code)
+
+
+def cut_after(nb: nbformat.NotebookNode, cells: set[str]) -> nbformat.NotebookNode:
+    last = max(i for i, cell in enumerate(nb.cells) if testing.grade_id(cell) in cells)
+    out = nbformat.from_dict(nbformat.reads(nbformat.writes(nb), as_version=4))
+    out.cells = out.cells[:last + 1]
+    return out
+
+
+def lab_notebooks(lab: str):
+    return (testing.read(REPO / "solutions" / lab / f"{lab}.ipynb"),
+            testing.read(REPO / "notebooks" / lab / f"{lab}.ipynb"))
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- the fixtures themselves
+
+@pytest.mark.parametrize("lab", LABS)
+def test_each_lab_lists_its_typical_mistakes_against_existing_cells(lab):
+    found = mutants(lab)
+    assert found, f"tests/fixtures/{lab}/mutants/ holds no typical mistakes"
+    source, release = lab_notebooks(lab)
+    todos = {testing.grade_id(c) for c in release.cells if testing.is_todo(c)}
+    items = {testing.grade_id(c) for c in source.cells if testing.grade_id(c)}
+    for mutant in found:
+        assert mutant.mistake, f"{mutant.name}: no '# Mistake:' line"
+        assert set(mutant.code) <= todos, f"{mutant.name}: changes cells that are no TODO: {set(mutant.code) - todos}"
+        assert mutant.grading, f"{mutant.name}: names no test cell that catches it ('# Validate:' or '# Grading:')"
+        assert set(mutant.grading) <= items, f"{mutant.name}: no such items {set(mutant.grading) - items}"
+
+
+# --------------------------------------------------------------------------- Validate
+
+def validate_all(folder: Path, names: list[str]) -> dict[str, str]:
+    """``nbgrader validate`` of several notebooks in ``folder`` (smoke mode), in one run; output per notebook.
+
+    Training stops after two batches (``COURSE_MAX_BATCHES``, the kit's quick run): no visible check depends
+    on how well a model trained, and labs 2-5 train between their TODO cells.
+    """
+    env = {**os.environ, "COURSE_MODE": "smoke", "PYTHONUNBUFFERED": "1", modes.BATCHES_VAR: "2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MPLBACKEND", None)
+    result = subprocess.run([sys.executable, "-m", "nbgrader", "validate", *[f"{n}.ipynb" for n in names]],
+                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:]
+    parts = re.split(r"^.*Validating '.*?([^/']+)\.ipynb'.*$", result.stdout, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+class _MutantLab:
+    lab: str
+
+    def test_validate_names_each_mistake(self, tmp_path):
+        source, release = lab_notebooks(self.lab)
+        handins = pack(mutants(self.lab))
+        folder = tmp_path / "notebooks"
+        folder.mkdir()
+        (folder / "nbgrader_config.py").write_text((REPO / "notebooks" / "nbgrader_config.py").read_text())
+        names = []
+        for handin, name in zip(handins, handin_names(handins)):
+            cells = {cell for mutant in handin for cell, _ in mutant.validate}
+            if cells:
+                nbformat.write(cut_after(build(release, source, handin), cells), folder / f"{name}.ipynb")
+                names.append(name)
+        for name, code in controls(self.lab).items():
+            nbformat.write(testing.fill(testing.solved(release, source), code), folder / f"{name}.ipynb")
+            names.append(name)
+        reports = validate_all(folder, names)
+        assert sorted(reports) == sorted(names), f"validated {sorted(reports)}, expected {sorted(names)}"
+        missed = []
+        for handin, name in zip(handins, handin_names(handins)):
+            report = squash(reports.get(name, ""))
+            for mutant in handin:
+                for cell, words in mutant.validate:
+                    if "VALIDATION FAILED" not in report or validation.VERDICT_START in report \
+                            or squash(words) not in report:
+                        missed.append(f"{mutant.name} ({mutant.mistake}): expected {cell} to fail with {words!r}")
+        for name in controls(self.lab):
+            report = squash(reports[name])
+            if validation.VERDICT_START not in report or "VALIDATION FAILED" in report:
+                missed.append(f"{name} (a correct solution) did not validate: {report[-2000:]}")
+        assert not missed, "\n".join(missed) + "\n\nreports:\n" + "\n".join(
+            f"--- {name}\n{text[-2500:]}" for name, text in reports.items())
+
+    def test_grading_takes_points_for_each_mistake(self, tmp_path):
+        if self.lab not in GRADED_LABS:
+            pytest.skip(f"{self.lab}'s mutants are validated, not graded (CI time)")
+        course = testing.copy_course(tmp_path, [self.lab])
+        autograde.generate(course, [self.lab])
+        source, release = testing.notebooks(course, self.lab)
+        handins = pack(mutants(self.lab))
+        inbox = course.root / "inbox"
+        for handin, name in zip(handins, handin_names(handins)):
+            testing.hand_in(inbox, name, self.lab, build(release, source, handin))
+        for name, code in controls(self.lab).items():
+            testing.hand_in(inbox, name, self.lab, testing.fill(testing.solved(release, source), code))
+        autograde.collect(course, inbox)
+        results = {r.student: r for r in autograde.autograde(course, [self.lab], mode="smoke", workers=2)}
+        problems = []
+        for handin, student in zip(handins, handin_names(handins)):
+            if results[student].status != "graded":
+                problems.append(f"{student}: {results[student].message}")
+                continue
+            scores = testing.item_scores(course, self.lab, student)
+            for mutant in handin:
+                kept = [item for item in mutant.grading if scores[item][0] >= scores[item][1]]
+                if kept:
+                    problems.append(f"{mutant.name} ({mutant.mistake}): full points for {kept}; scores {scores}, "
+                                    f"errors {testing.cell_errors(course, self.lab, student)}")
+        for name in controls(self.lab):
+            scores = testing.item_scores(course, self.lab, name)
+            if results[name].status != "graded" or any(got < most for got, most in scores.values()):
+                problems.append(f"{name} (a correct solution): {results[name].message}; scores {scores}, "
+                                f"errors {testing.cell_errors(course, self.lab, name)}")
+        assert not problems, "\n".join(problems)
+
+
+pytestmark = pytest.mark.slow
+MUTANT_CLASSES = {lab: type(f"TestMutants_{lab}", (_MutantLab,), {"lab": lab, "__doc__": f"{lab}'s typical mistakes."})
+                  for lab in LABS if (fixtures(lab) / "mutants").is_dir()}
+globals().update({cls.__name__: cls for cls in MUTANT_CLASSES.values()})
