@@ -31,7 +31,10 @@ lab's own run is the one it would have been.
 The ready-to-run GPU call (the working tree plus ``build/gpu_data``, 29.5 MiB, as the carried
 ignored path; ``$OUT`` is the output folder)::
 
-    python benchmarks/gpu_full.py --data build/gpu_data --out "$OUT" --profile --deadline 550
+    for PY in python3 python; do $PY -c "import torch" 2>/dev/null && break; done; $PY benchmarks/gpu_full.py --data build/gpu_data --out "$OUT" --profile --deadline 540
+
+(run with ``timeout_s`` 600; at 540 s labs still running are stopped and everything is written; the
+last lines printed sum the run up per lab: status, time, scores, training calls and the profile).
 
 Before it, once, on any machine with the offline mirror (``COURSE_DATA_DIR``)::
 
@@ -284,29 +287,34 @@ class LabRun:
         train.__doc__, train.__name__ = real_train.__doc__, real_train.__name__
         training.train = train
 
-        current: list[dict] = []
         for name in CHECKS:
-            setattr(grading, name, self._recorded_check(getattr(grading, name), name, current))
-        for name in ("test_accuracy", "test_reconstruction_error"):
-            setattr(grading, name, self._recorded_measure(getattr(grading, name), current))
+            setattr(grading, name, self._recorded_check(getattr(grading, name), name))
         del torch
 
-    def _recorded_check(self, check, name, current):
+    def _recorded_check(self, check, name):
+        """``check`` that also records its label, bound and value (read from what it prints, or from its
+        error: ``<label>: 0.1234 (at least 0.9 needed)`` / ``<label> is 0.1234; at least ...``)."""
         run = self
 
         def recorded(*args, **kwargs):
             bound = kwargs.get("at_least", kwargs.get("at_most"))
-            row = {"label": kwargs.get("label"), "kind": "accuracy" if name == "check_accuracy" else "reconstruction",
+            label = kwargs.get("label")
+            row = {"label": label, "kind": "accuracy" if name == "check_accuracy" else "reconstruction",
                    "bound": bound, "value": None, "passed": None, "cell": run.result["current_cell"]}
-            current.append(row)
+            printed, found = Tee(sys.stdout), None
             try:
-                check(*args, **kwargs)
+                with contextlib.redirect_stdout(printed):
+                    check(*args, **kwargs)
                 row["passed"] = True
+                found = re.search(re.escape(str(label)) + r": ([0-9.eE+-]+) \(at (?:least|most) ",
+                                  printed.cell.getvalue())
             except AssertionError as exc:
                 row["passed"], row["error"] = False, str(exc)
+                found = re.search(r" is ([0-9.eE+-]+); at (?:least|most) ", str(exc))
                 raise
             finally:
-                current.pop()
+                if found:
+                    row["value"] = float(found.group(1))
                 original = run.originals.get(row["label"])
                 if original:
                     row["original"] = original[1]
@@ -314,15 +322,6 @@ class LabRun:
                         row["ratio"] = round(row["value"] / original[0] if row["kind"] == "accuracy"
                                              else original[0] / row["value"], 3)
                 run.result["scores"].append(row)
-        return recorded
-
-    @staticmethod
-    def _recorded_measure(measure, current):
-        def recorded(*args, **kwargs):
-            value = measure(*args, **kwargs)
-            if current:
-                current[-1]["value"] = value
-            return value
         return recorded
 
     # ------------------------------------------------------------------ the profile
@@ -694,8 +693,36 @@ def run_labs(args) -> int:
             last_save = now
     save()
     shutil.rmtree(scratch, ignore_errors=True)
+    print(report(summary), flush=True)
     print(f"gpu_full: {summary['seconds']:.0f} s in all; {out / SUMMARY}", flush=True)
     return 0 if all(str(e.get("status")) == "done" for e in summary["labs"].values()) else 1
+
+
+def report(summary: dict) -> str:
+    """The run in a few lines per lab: what a caller sees without fetching the files."""
+    lines = [f"machine: {json.dumps(summary.get('machine', {}))}"]
+    for lab, entry in summary["labs"].items():
+        calls = entry.get("train_calls", [])
+        lines.append(f"{lab}: {entry.get('status')}, {entry.get('wall_s', 0):.0f} s "
+                     f"({sum(c.get('seconds', 0) for c in calls):.0f} s in {len(calls)} training calls)")
+        for score in entry.get("scores", []):
+            value = "-" if score.get("value") is None else f"{score['value']:.4f}"
+            lines.append(f"  {score['label']}: {value} (bound {score['bound']}, "
+                         f"{'passed' if score.get('passed') else 'FAILED'}; original {score.get('original')})")
+        for call in calls:
+            last = call.get("last_epoch", {})
+            lines.append(f"  train {call['desc']}: {call['epochs']} epochs, {call.get('steps')} steps, "
+                         f"{call.get('seconds')} s, amp {call.get('amp')}, compile {call['switches'].get('compile')}"
+                         + (f", val_acc {last['val_acc']:.4f}" if isinstance(last.get("val_acc"), float) else ""))
+        for profile in entry.get("profile", []):
+            timings = ", ".join(f"{r['setting']} {r['ms_per_step']:.2f}" for r in profile.get("rows", [])
+                                if "ms_per_step" in r)
+            lines.append(f"  profile {profile.get('desc')}: ms/step {timings}; {'; '.join(profile.get('notes', []))}"
+                         + (f" ERROR {profile['error']}" if "error" in profile else ""))
+        failed = [c for c in entry.get("cells", []) if c.get("error")]
+        for cell in failed:
+            lines.append(f"  cell {cell['index']} failed: {cell['error'].strip().splitlines()[-1][:200]}")
+    return "\n".join(lines)
 
 
 def _stop(process: subprocess.Popen) -> None:

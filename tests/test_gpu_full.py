@@ -78,6 +78,27 @@ def test_every_lab_becomes_python_and_its_graded_labels_are_known(lab):
     assert set(labels) == set(gpu_full.originals()[lab]), "benchmarks/bench_labs.py ORIGINAL should name them all"
 
 
+def test_graded_checks_are_recorded_with_their_values(tmp_path):
+    run = gpu_full.LabRun("lab1_mnist_mlp", tmp_path, None)
+    run.originals = {"MLP test accuracy": (0.97, "about 0.97")}
+
+    def check_accuracy(model, dataset, *, at_least, label, **kwargs):
+        value = 0.95 if label == "MLP test accuracy" else 0.5
+        if value < at_least:
+            raise AssertionError(f"{label} is {value:.4f}; at least {at_least:.4f} is needed")
+        print(f"{label}: {value:.4f} (at least {at_least:g} needed)")
+
+    recorded = run._recorded_check(check_accuracy, "check_accuracy")
+    with redirect_stdout(io.StringIO()) as printed:
+        recorded(None, "mnist", at_least=0.9, label="MLP test accuracy")
+        with pytest.raises(AssertionError):
+            recorded(None, "mnist", at_least=0.9, label="other")
+    assert "MLP test accuracy: 0.9500" in printed.getvalue()  # still printed for the log
+    first, second = run.result["scores"]
+    assert (first["value"], first["passed"], first["bound"], first["ratio"]) == (0.95, True, 0.9, 0.979)
+    assert (second["value"], second["passed"]) == (0.5, False)
+
+
 def test_the_profile_keeps_what_pays():
     rows = [{"setting": "defaults", "ms_per_step": 10.0},
             {"setting": "amp off", "ms_per_step": 9.5},            # 5 %: noise, amp stays on
@@ -109,7 +130,8 @@ def test_the_ready_to_run_gpu_command_fits_one_call():
     doc = gpu_full.__doc__
     command = next(line.strip() for line in doc.splitlines() if "--data build/gpu_data --out" in line)
     assert len(command) <= 2000 and '"$OUT"' in command
-    args = shlex.split(command)[2:]
+    args = shlex.split(command.rsplit("; ", 1)[-1])[2:]
+    assert args[args.index("--deadline") + 1] == "540"  # stops in time for the 600 s of one call
     assert args[args.index("--data") + 1] == "build/gpu_data"
     ignored = subprocess.run(["git", "check-ignore", "-q", "build/gpu_data"], cwd=ROOT)
     assert ignored.returncode == 0, "the carried data folder must be ignored by git"
@@ -165,4 +187,5 @@ def test_dry_run_of_all_labs_without_jupyter(tmp_path, bare_python, mirror):
     recorded = {s["label"] for e in summary["labs"].values() for s in e["scores"]}
     assert len(recorded) >= 9, sorted(recorded)
     assert re.search(r"gpu_full: \d+ s in all", result.stdout), result.stdout[-2000:]
+    assert "lab4_attention_cnn: done" in result.stdout and "  profile " in result.stdout  # the closing report
     print(f"dry run: {seconds:.0f} s")
