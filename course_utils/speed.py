@@ -179,3 +179,37 @@ def training_amp_dtype(model: nn.Module, device: torch.device | str,
 def has_convolutions(model: nn.Module) -> bool:
     """Whether ``model`` contains a 2-D convolution (``channels_last`` then applies)."""
     return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
+
+
+def describe(device: torch.device | str) -> str:
+    """One line for a lab's setup cell: how ``training.train`` computes on ``device``.
+
+    On a CPU the line labs 4 and 5 print today (bfloat16 forward passes where :func:`fast_cpu`
+    wraps, else float32); on a CUDA GPU the dtype :data:`gpu` and the GPU's compute capability give
+    and the other switches in force.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        if bf16_forward(device):
+            return "forward passes in bfloat16 (this CPU has it natively), weights in float32"
+        return "float32"
+    if device.type != "cuda":
+        return "float32"
+    options = gpu
+    cap = cuda_capability(device)
+    name = {torch.bfloat16: "bfloat16", torch.float16: "float16 (with a GradScaler)", None: "float32"}
+    if options.amp == "auto":
+        dtype = amp_dtype_for(cap)
+        precision = (f"forward passes in {name[dtype]} for models with convolutions or at least "
+                     f"{AMP_MIN_PARAMETERS:,} parameters, float32 otherwise" if dtype is not None else "float32")
+    else:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[options.amp]
+        precision = f"forward passes in {name[dtype]}" if dtype is not None else "float32"
+    extras = [label for on, label in ((options.resident, "batches drawn on the GPU"),
+                                      (options.channels_last, "channels_last convolutions"),
+                                      (options.fused, "fused optimiser steps"),
+                                      (options.compile, f"torch.compile ({options.compile_mode or 'default'})"))
+              if on]
+    where = f"CUDA GPU, compute capability {cap[0]}.{cap[1]}" if cap else "CUDA GPU"
+    weights = ", weights in float32" if dtype is not None else ""
+    return f"{precision}{weights} ({where}; {', '.join(extras) or 'no other speed-ups'}; speed.gpu)"

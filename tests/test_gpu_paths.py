@@ -73,6 +73,18 @@ def test_auto_amp_only_where_it_pays_and_never_off_cuda():
         speed.GpuOptions(amp="half")
 
 
+def test_describe_says_how_training_computes(monkeypatch):
+    cpu = speed.describe("cpu")
+    assert cpu == ("forward passes in bfloat16 (this CPU has it natively), weights in float32"
+                   if speed.bf16_forward("cpu") else "float32")
+    monkeypatch.setattr(speed, "cuda_capability", lambda device: (7, 5))
+    t4 = speed.describe("cuda")
+    assert t4.startswith("forward passes in float16 (with a GradScaler) for models with convolutions")
+    assert "compute capability 7.5" in t4 and "fused optimiser steps" in t4 and "torch.compile" not in t4
+    monkeypatch.setattr(speed, "gpu", speed.GpuOptions(amp="off", compile=True, compile_mode="reduce-overhead"))
+    assert speed.describe("cuda").startswith("float32 (CUDA GPU") and "reduce-overhead" in speed.describe("cuda")
+
+
 # --------------------------------------------------------------------------- batches drawn on the device
 
 @pytest.mark.parametrize("shuffle, drop_last", [(True, False), (True, True), (False, False), (False, True)])
