@@ -227,7 +227,10 @@ class LabRun:
 
     def heartbeat(self, stop: threading.Event) -> None:
         while not stop.wait(10):
-            self.save()
+            try:
+                self.save()
+            except Exception:  # the main thread changed the result while it was written: next time
+                pass
 
     def install(self) -> None:
         """Knobs from the command line, and the wrappers that record training calls and graded scores."""
@@ -727,7 +730,7 @@ def report(summary: dict) -> str:
 
 def _stop(process: subprocess.Popen) -> None:
     """End a lab's process group (the lab and what it started, e.g. compile workers): TERM, then KILL."""
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 3)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:

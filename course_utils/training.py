@@ -330,6 +330,7 @@ class _GpuPlan:
     fused: bool = False
     compiled: Callable | None = None
     full_batch: int | None = None
+    compiled_steps: int = 0
 
     @classmethod
     def start(cls, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> "_GpuPlan":
@@ -365,6 +366,11 @@ class _GpuPlan:
     def autocast(self):
         return nullcontext() if self.dtype is None else torch.autocast(self.device.type, dtype=self.dtype)
 
+    def _compile_failed(self, model: nn.Module, exc: Exception) -> None:
+        warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); training on without it")
+        self.compiled = None
+        _COMPILED.pop(model, None)
+
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
             if self.full_batch is None:
@@ -373,11 +379,19 @@ class _GpuPlan:
                 try:
                     return self.compiled(x)
                 except Exception as exc:  # no Triton, no C compiler, an unsupported operation, ...
-                    warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); "
-                                  f"training on without it")
-                    self.compiled = None
-                    _COMPILED.pop(model, None)
+                    self._compile_failed(model, exc)
         return model(x)
+
+    def forward_backward(self, model, x, y, loss_fn, reconstruct, optimizer):
+        """Forward pass (autocast), loss and backward pass of one step; returns (output, loss)."""
+        with self.autocast():
+            out = self.forward(model, x)
+        if self.dtype is not None and out.is_floating_point():
+            out = out.float()
+        loss = loss_fn(out, x if reconstruct else y)
+        optimizer.zero_grad(set_to_none=True)
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        return out, loss
 
     def epoch(self, model, loader, optimizer, loss_fn, reconstruct, batch_transform, epoch, epochs, step, start,
               history, sums, desc, progress, limit, max_seconds) -> int:
@@ -397,17 +411,19 @@ class _GpuPlan:
                 x = batch_transform(x)
             if self.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                out = self.forward(model, x)
-            if self.dtype is not None and out.is_floating_point():
-                out = out.float()
-            loss = loss_fn(out, x if reconstruct else y)
-            optimizer.zero_grad(set_to_none=True)
+            first_compiled = self.compiled is not None and not self.compiled_steps
+            try:
+                out, loss = self.forward_backward(model, x, y, loss_fn, reconstruct, optimizer)
+            except Exception as exc:  # the compiled backward pass is built at its first call
+                if not first_compiled or self.compiled is None:
+                    raise
+                self._compile_failed(model, exc)
+                out, loss = self.forward_backward(model, x, y, loss_fn, reconstruct, optimizer)
+            if self.compiled is not None and x.shape[0] == self.full_batch:
+                self.compiled_steps += 1
             if self.scaler is None:
-                loss.backward()
                 optimizer.step()
             else:
-                self.scaler.scale(loss).backward()
                 self.scaler.step(optimizer)
                 self.scaler.update()
             step += 1

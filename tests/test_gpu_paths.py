@@ -245,3 +245,23 @@ def test_compile_runs_full_batches_only_and_falls_back_when_it_fails(gpu_path_on
         warnings.simplefilter("always")
         history, _ = run(mlp(), epochs=1)
     assert any("torch.compile failed" in str(w.message) for w in caught) and len(history.steps) == 7
+
+
+def test_a_compiled_backward_pass_that_fails_falls_back_too(gpu_path_on_cpu, monkeypatch):
+    gpu_path_on_cpu.compile = True
+
+    class Broken(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("inductor: the backward graph did not compile")
+
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: (lambda x: Broken.apply(model(x))))
+    model = mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        history, _ = run(model, epochs=1)
+    assert len(history.steps) == 7 and all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
