@@ -22,7 +22,8 @@ Written under ``--out DIR``, rewritten while the labs run (a timeout still leave
 own data, for each setting: everything off, the defaults, the defaults with one switch off, and
 (for calls of at least ``--compile-min-steps`` steps) with ``torch.compile``, in its default mode
 and with CUDA graphs (``reduce-overhead``); the settings take
-turns, twice (``--profile-rounds``), and the faster round counts, since other labs share the GPU.
+turns, twice (``--profile-rounds``; compiling once), and the faster round counts, since other labs
+share the GPU.
 A switch stays on unless turning it off is at least 10 % faster; compiling is kept (in the better mode) when its
 measured cost plus the compiled steps beats the eager steps by 10 %. The lab then trains with what was kept. The random
 number generators (global, the loader's and the augmentation's) are restored afterwards, so the
@@ -372,7 +373,7 @@ class LabRun:
             for round_ in range(self.args.profile_rounds):
                 for name, changes in settings:
                     row = rows[name]
-                    if "error" in row:
+                    if "error" in row or (round_ and changes.get("compile")):  # compiling: one round
                         continue
                     speed.gpu = dataclasses.replace(base, **changes)
                     trial = None

@@ -159,11 +159,11 @@ def test_dry_run_of_all_labs_without_jupyter(tmp_path, bare_python, mirror):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_full.py"), "--out", str(out), "--mode", "smoke",
          "--max-batches", "1", "--jobs", "2", "--profile", "--profile-models", "1", "--profile-rounds", "1",
-         "--profile-steps", "2", "--profile-warmup", "1", "--deadline", "170", "--cpu-as-gpu"],
-        env={**bare_python, "COURSE_DATA_DIR": str(mirror)}, capture_output=True, text=True, timeout=240)
+         "--profile-steps", "2", "--profile-warmup", "1", "--deadline", "300", "--cpu-as-gpu"],
+        env={**bare_python, "COURSE_DATA_DIR": str(mirror)}, capture_output=True, text=True, timeout=420)
     seconds = time.perf_counter() - started
     summary = json.loads((out / gpu_full.SUMMARY).read_text())
-    assert summary["seconds"] < 170, result.stdout[-3000:]
+    assert summary["seconds"] < 300, result.stdout[-3000:]  # about 70 s on 2 idle cores, 2 min when shared
     assert set(summary["labs"]) == set(gpu_full.labs())
     for lab, entry in summary["labs"].items():
         assert entry["status"].startswith("done"), (lab, entry["status"], result.stdout[-2000:])
