@@ -17,17 +17,17 @@ Written under ``--out DIR``, rewritten while the labs run (a timeout still leave
   ``--profile``, the measured effect of each switch;
 - ``DIR/<lab>/log.txt`` (what the lab printed) and ``DIR/<lab>/cellNN-K.png`` (its figures).
 
-``--profile``: before the first ``training.train`` call of each architecture (at most
-``--profile-models`` per lab) time a few hundred steps of a copy of the model on a slice of its
-own data, for each setting: everything off, the defaults, the defaults with one switch off, and
-(for calls of at least ``--compile-min-steps`` steps) with ``torch.compile``, in its default mode
-and with CUDA graphs (``reduce-overhead``); the settings take
-turns, twice (``--profile-rounds``; compiling once), and the faster round counts, since other labs
-share the GPU.
-A switch stays on unless turning it off is at least 10 % faster; compiling is kept (in the better mode) when its
-measured cost plus the compiled steps beats the eager steps by 10 %. The lab then trains with what was kept. The random
-number generators (global, the loader's and the augmentation's) are restored afterwards, so the
-lab's own run is the one it would have been.
+``--profile``: before the first ``training.train`` call of each architecture and batch size (at
+most ``--profile-models`` per lab) time a few hundred steps of a copy of the model on a slice of its
+own data, for each setting: everything off, the defaults, the defaults with one switch off, and, for
+calls of at least ``--compile-min-steps`` steps, ``torch.compile`` in its default mode and with CUDA
+graphs (``reduce-overhead``). The settings take turns, twice (``--profile-rounds``; compiling only
+once), and the faster round counts, since other labs share the GPU. A switch stays on unless turning
+it off is at least 10 % faster; compiling is kept, in the better mode, when its measured cost plus
+the compiled steps beats the eager steps by 10 %. The lab then trains with what was kept (shorter
+calls never compile). The random number generators (global, the loader's and the augmentation's)
+are restored afterwards, so the lab's own run is the one it would have been. On a CPU the profile
+only times (the switches act on CUDA only) and decides nothing.
 
 The ready-to-run GPU call (the working tree plus ``build/gpu_data``, 29.5 MiB, as the carried
 ignored path; ``$OUT`` is the output folder)::
