@@ -2,7 +2,9 @@
 
 Modules, one concern each: ``course`` (the course folder and settings),
 ``config`` (grading mode and limits), ``release`` (generate / check),
-``collect``, ``pipeline`` (autograde), ``sandbox`` (bubblewrap and cgroups),
+``collect``, ``options`` (one run's frozen options), ``pipeline`` (autograde:
+``jobs`` chooses, ``worker`` grades one hand-in, ``record`` merges and reports),
+``sandbox`` (the allowlist sandbox: bubblewrap, the grading user, cgroups),
 ``kernel`` (the kernel manager nbgrader uses), ``execute`` (nbgrader's Execute
 step, hardened), ``scorer`` (scores computed outside the kernel),
 ``gradebook`` (merging results), ``report``, ``publish`` (feedback / export),

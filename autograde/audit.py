@@ -5,8 +5,9 @@ With ``--handed-in`` the grader scores the weights a student's own run saved
 that the handed-in weights, in the model the student's code builds, reach the
 thresholds; not that this code trained them. The audit re-trains a sample of
 hand-ins the ordinary way and flags every score that the re-trained notebook
-misses or beats by more than :data:`autograde.config.AUDIT_MARGIN`; identical
-weight files handed in by different students are flagged too.
+misses or beats by more than its kind's margin (``audit_margin`` in
+:data:`course_utils.checks.CHECKS`); identical weight files handed in by
+different students are flagged too.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import math
 import random
 from pathlib import Path
 
-from .config import AUDIT_MARGIN
 
 
 def pick(jobs: list[tuple[str, str]], share: float, seed: int | None = None) -> set[tuple[str, str]]:
@@ -35,28 +35,32 @@ def pick(jobs: list[tuple[str, str]], share: float, seed: int | None = None) -> 
 
 
 def differs(kind: str, handed_in: float, retrained: float) -> bool:
-    """True when two scores of one check differ by more than the audit's margin for that kind of score."""
-    if kind == "accuracy":
-        return abs(handed_in - retrained) > AUDIT_MARGIN["accuracy"]
-    return abs(handed_in - retrained) > AUDIT_MARGIN["reconstruction"] * max(abs(retrained), 1e-9)
+    """True when two scores of one check differ by more than the audit's margin for that kind of check."""
+    from course_utils import checks
+
+    return checks.get(kind).differs(handed_in, retrained)
 
 
-def compare(handed_in: list[dict], retrained: list[dict], kinds: dict[str, str]) -> list[dict]:
-    """One row per check: the handed-in and the re-trained score, and whether the audit flags the difference."""
+def compare(handed_in: list[dict], retrained: list[dict], checks: dict) -> list[dict]:
+    """One row per check: the handed-in and the re-trained score, and whether the audit flags the difference.
+
+    ``checks`` maps each label to its kind of check (:class:`course_utils.checks.Check`), whose margin decides.
+    """
     again = {row["label"]: row for row in retrained}
     rows = []
     for row in handed_in:
         other = again.get(row["label"], {})
         a, b = row.get("value"), other.get("value")
-        kind = kinds.get(row["label"], "accuracy")
+        check = checks[row["label"]]
         if a is None or b is None:
             flagged = a is not None  # weights that score while the student's own training does not run
             note = "the re-trained notebook produced no model to score" if flagged else "not scored either way"
         else:
-            flagged = differs(kind, a, b)
-            note = (f"{'handed-in weights score better' if (a > b) == (kind == 'accuracy') else 'the re-trained model scores better'}"
+            flagged = check.differs(a, b)
+            better = (a > b) == check.higher_is_better
+            note = (f"{'handed-in weights score better' if better else 'the re-trained model scores better'}"
                     f" by {abs(a - b):.4f}" if flagged else "within the margin")
-        rows.append({"label": row["label"], "kind": kind, "handed_in": a, "retrained": b, "flagged": flagged,
+        rows.append({"label": row["label"], "kind": check.name, "handed_in": a, "retrained": b, "flagged": flagged,
                      "note": note})
     return rows
 

@@ -1,6 +1,6 @@
 """Where submissions are graded: a Dask cluster, local by default.
 
-Each submission is one Dask task (:func:`autograde.pipeline.grade_task`); the
+Each submission is one Dask task (:func:`autograde.worker.grade_task`); the
 client merges results into the gradebook one at a time as they arrive. By
 default :func:`open_client` starts a ``LocalCluster`` with one single-threaded
 worker process per requested worker; ``--scheduler ADDRESS`` connects to a

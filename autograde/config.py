@@ -1,15 +1,19 @@
 """Grading settings that do not belong to nbgrader: the grading mode, time limits, sandbox limits.
 
-The mode names come from :mod:`course_utils.modes`. ``COURSE_GRADING_MODE``
-picks the mode (default ``laptop``); ``nbgrader_config.py`` and the command
-line both read it through :func:`grading_settings`.
+The mode names come from :mod:`course_utils.modes`. The grader's one setting of its own,
+``COURSE_GRADING_MODE`` (default ``laptop``), is read by :func:`settings`, checked, and
+nowhere else; the command line's defaults and ``nbgrader_config.py`` come from it, and
+:func:`limits` gives a mode's time and sandbox limits.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from course_utils.modes import CELL_TIME_LIMITS, MODES
+
+from .course import GradingError
 
 GRADING_MODE_VAR = "COURSE_GRADING_MODE"
 DEFAULT_MODE = "laptop"
@@ -24,18 +28,50 @@ SCORER_TIMEOUT = 600     # seconds for scoring one submission's exported models
 IGNORED_FILES = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.pt2", "data"]
 RELEASE_IGNORED = [*IGNORED_FILES, "weights"]
 # Grading handed-in weights (--handed-in): each training epoch and evaluation of the quick re-run stops
-# after this many batches; an audit flags a score that the re-trained notebook misses by more than this.
+# after this many batches (the audit's margins are each check's own: course_utils.checks).
 HANDIN_BATCHES = 2
 MAX_HANDIN_BYTES = 200 << 20  # one student's folder for one lab (the notebook and its weights: a few MB)
-AUDIT_MARGIN = {"accuracy": 0.05, "reconstruction": 0.25}  # absolute accuracy; relative error
 
 
-def grading_mode(mode: str | None = None) -> str:
-    """``mode`` if given, else ``COURSE_GRADING_MODE``, else ``laptop``; checked against the run modes."""
-    value = (mode or os.environ.get(GRADING_MODE_VAR, "")).strip().lower() or DEFAULT_MODE
-    if value not in MODES:
-        raise ValueError(f"{GRADING_MODE_VAR}={value!r}: use one of {', '.join(MODES)}")
-    return value
+class SettingError(GradingError):
+    """A setting with a value the grader cannot use; the message names the setting and its fix (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The grader's own settings from its environment, checked."""
+
+    mode: str  # COURSE_GRADING_MODE: the mode hand-ins are graded in unless --mode says otherwise
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one hand-in may take in a mode: seconds per cell and per submission, memory, processes."""
+
+    mode: str
+    cell_timeout: int
+    submission_timeout: float
+    memory_limit: int    # bytes, for the kernel and everything it starts
+    process_limit: int   # processes and threads
+
+
+def settings(environ: dict | None = None) -> Settings:
+    """``COURSE_GRADING_MODE`` (default ``laptop``), checked against the run modes."""
+    value = (environ if environ is not None else os.environ).get(GRADING_MODE_VAR, "").strip().lower()
+    mode = value or DEFAULT_MODE
+    if mode not in MODES:
+        raise SettingError(f"{GRADING_MODE_VAR}={value!r} is not a run mode: set it to one of "
+                           f"{', '.join(MODES)}, or unset it for {DEFAULT_MODE}")
+    return Settings(mode=mode)
+
+
+def limits(mode: str) -> Limits:
+    """The time and sandbox limits of grading in ``mode``."""
+    if mode not in MODES:
+        raise SettingError(f"mode {mode!r}: use one of {', '.join(MODES)}")
+    cell, submission = TIME_LIMITS[mode]
+    return Limits(mode=mode, cell_timeout=cell, submission_timeout=float(submission),
+                  memory_limit=parse_size(MEMORY_LIMIT), process_limit=PROCESS_LIMIT)
 
 
 def parse_size(text: str | int) -> int:
@@ -47,14 +83,6 @@ def parse_size(text: str | int) -> int:
     if value and value[-1] in units:
         return int(float(value[:-1]) * units[value[-1]])
     return int(value)
-
-
-def grading_settings(mode: str | None = None) -> dict:
-    """Mode, time limits and sandbox limits for grading in ``mode`` (see :func:`grading_mode`)."""
-    mode = grading_mode(mode)
-    cell, submission = TIME_LIMITS[mode]
-    return {"mode": mode, "cell_timeout": cell, "submission_timeout": submission,
-            "memory_limit": parse_size(MEMORY_LIMIT), "process_limit": PROCESS_LIMIT}
 
 
 def source_weights(source: Path) -> dict[str, list[str]]:

@@ -47,7 +47,7 @@ class Course:
         return Path(url[len("sqlite:///"):].split("?")[0])
 
     def settings(self) -> dict:
-        """The values the grading steps need from nbgrader_config.py (read once)."""
+        """The course id, gradebook and folders named in nbgrader_config.py (read once)."""
         if self._settings is None:
             self._settings = read_settings(self.config_dir)
         return self._settings
@@ -66,14 +66,9 @@ class Course:
         return list(labs) if labs else known
 
 
-def read_settings(config_dir: Path, mode: str | None = None) -> dict:
-    """Load nbgrader_config.py with traitlets and return the paths and limits the grading steps use.
-
-    ``mode`` overrides the grading mode as ``COURSE_GRADING_MODE`` would.
-    """
+def read_settings(config_dir: Path) -> dict:
+    """Load nbgrader_config.py with traitlets and return the course id, gradebook and folders it names."""
     from traitlets.config.loader import PyFileConfigLoader
-
-    from .config import grading_settings
 
     cfg = PyFileConfigLoader(CONFIG_NAME, path=str(config_dir)).load_config()
     cd = cfg.CourseDirectory
@@ -81,7 +76,6 @@ def read_settings(config_dir: Path, mode: str | None = None) -> dict:
         "course_id": cd.course_id,
         "db_url": cd.db_url,
         **{f"{name}_directory": cd[f"{name}_directory"] for name in NBGRADER_FOLDERS},
-        **grading_settings(mode),
     }
 
 

@@ -6,16 +6,17 @@ Layout (paths relative to the repository root):
   autograde/submitted/<student>/<lab>/...      collected submissions (not in git)
   autograde/autograded/, autograde/feedback/   nbgrader's output (not in git)
   autograde/gradebook.db                       the gradebook (not in git)
-Grading mode and limits: autograde/config.py (COURSE_GRADING_MODE picks the mode).
+Grading mode and limits: autograde/config.py (COURSE_GRADING_MODE picks the default mode; `python -m
+autograde autograde` passes its run's mode and cell limit on nbgrader's command line).
 """
 import os
 from pathlib import Path
 
-from autograde.config import IGNORED_FILES, grading_settings, source_weights
+from autograde import config
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-GRADING = grading_settings()
+GRADING = config.limits(config.settings().mode)
 
 c = get_config()  # noqa: F821 (provided by nbgrader)
 
@@ -29,9 +30,9 @@ c.CourseDirectory.feedback_directory = "autograde/feedback"
 c.CourseDirectory.db_url = os.environ.get("NBGRADER_DB_URL", f"sqlite:///{HERE / 'gradebook.db'}")
 # Datasets, caches and exported models never travel with a lab; handed-in weights (weights/) travel from
 # submitted/ to autograded/ (`python -m autograde generate` leaves them out of releases).
-c.CourseDirectory.ignore = IGNORED_FILES
+c.CourseDirectory.ignore = config.IGNORED_FILES
 # Weights left in solutions/<lab>/weights/ by running a solution never replace a student's (or fill in for missing ones).
-c.Autograde.exclude_overwriting = source_weights(ROOT / "solutions")
+c.Autograde.exclude_overwriting = config.source_weights(ROOT / "solutions")
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
@@ -41,7 +42,7 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # asks for one; a kernel that dies keeps the points of the tests that ran before, and every
 # test cell is followed by an integrity probe (autograde/execute.py).
 c.Execute.kernel_manager_class = "autograde.kernel.GradingKernelManager"
-c.GradingKernelManager.mode = GRADING["mode"]
+c.GradingKernelManager.mode = GRADING.mode
 c.Autograde.autograde_preprocessors = [
     "autograde.execute.GradingExecute",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
@@ -52,7 +53,7 @@ c.Autograde.autograde_preprocessors = [
 ]
 # A cell past its limit is interrupted and marked CellTimeoutError; the notebook goes on,
 # so an endless loop costs that item, not the submission or the batch.
-c.Execute.timeout = GRADING["cell_timeout"]
+c.Execute.timeout = GRADING.cell_timeout
 c.Execute.interrupt_on_timeout = True
 # Cells tagged `skip-when-grading` (work no hidden test reads, e.g. lab 4's repeated runs for
 # its ranking) run for students but not when grading; nbconvert's own tag stays `skip-execution`.

@@ -1,9 +1,9 @@
 """Scores that matter, computed outside the student's kernel.
 
-The instructor's source notebook says what to score: each call of
-``grading.check_accuracy(...)`` or ``grading.check_reconstruction(...)`` in a
-graded test cell is a :class:`Spec` (read with ``ast``, never by running the
-student's notebook). When the grader ran the notebook, those calls exported
+The instructor's source notebook says what to score: each call of a graded
+check in a test cell (``grading.check_<kind>(...)`` or ``grading.check("<kind>",
+...)``, for the kinds in :data:`course_utils.checks.CHECKS`) is a :class:`Spec`
+(read with ``ast``, never by running the student's notebook). When the grader ran the notebook, those calls exported
 the trained models; this module's command line loads them in a fresh process
 (sandboxed like the kernel) that imports only ``course_utils`` from disk and
 the test split from the dataset cache, and prints one JSON result per spec.
@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -25,30 +25,33 @@ from nbformat import NotebookNode
 from nbgrader import utils
 
 OUTPUT_TAIL = 1 << 20  # bytes of the scoring process's output read back (its answer is the last line)
-CHECKS = {"check_accuracy": ("accuracy", "at_least"), "check_reconstruction": ("reconstruction", "at_most")}
-
-
 @dataclass
 class Spec:
-    """One graded score: which cell, what is measured on which data, and the bound it must meet."""
+    """One graded score: which cell, which kind of check on which data, its bound and its other keywords."""
 
     grade_id: str
-    kind: str            # accuracy | reconstruction
+    kind: str            # a key of course_utils.checks.CHECKS
     label: str
     dataset: str
-    bound: float         # at least (accuracy) / at most (reconstruction)
-    n_test: int | None = None
-    normalize: bool | list = False
-    sequences: bool = False
-    seed: int = 0
+    bound: float         # at least / at most, as the kind says
+    options: dict = field(default_factory=dict)  # n_test, seed, ... as written in the call
+    module: str = "course_utils.checks"  # where the kind is declared (imported before scoring)
+
+    @property
+    def check(self):
+        import importlib
+
+        from course_utils import checks
+
+        importlib.import_module(self.module)
+        return checks.get(self.kind)
 
     def passed(self, value: float) -> bool:
-        return value >= self.bound if self.kind == "accuracy" else value <= self.bound
+        return self.check.passed(value, self.bound)
 
     def describe(self, value: float | None) -> str:
-        need = f"{'at least' if self.kind == 'accuracy' else 'at most'} {self.bound:g}"
         got = "not scored" if value is None else f"{value:.4f}"
-        return f"{self.label}: {got} (needs {need})"
+        return f"{self.label}: {got} (needs {self.check.need(self.bound)})"
 
 
 class _PerMode:
@@ -77,6 +80,20 @@ def _grading_calls(tree: ast.AST, names) -> Iterator[ast.Call]:
             yield node
 
 
+def _check_calls(tree: ast.AST) -> Iterator[ast.Call]:
+    """``grading.check(...)`` and ``grading.check_<kind>(...)`` calls, for every registered kind."""
+    from course_utils import checks
+
+    return _grading_calls(tree, {"check", *(c.function for c in checks.CHECKS.values())})
+
+
+def _kind_of(node: ast.Call, mode: str) -> tuple[str, list[ast.expr]]:
+    """The check's kind and the call's positional arguments after it (model, dataset)."""
+    if node.func.attr == "check":
+        return _value(node.args[0], mode), node.args[1:]
+    return node.func.attr.removeprefix("check_"), node.args
+
+
 def specs(source: NotebookNode, mode: str) -> list[Spec]:
     """Every graded check call in the source notebook's test cells, evaluated for ``mode``.
 
@@ -85,6 +102,8 @@ def specs(source: NotebookNode, mode: str) -> list[Spec]:
     twice, or a check whose cell does not call ``grading.hand_in(model, label)``
     with the same label first (so that handed-in weights can be graded).
     """
+    from course_utils import checks
+
     found: list[Spec] = []
     for cell in source.cells:
         if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
@@ -97,21 +116,22 @@ def specs(source: NotebookNode, mode: str) -> list[Spec]:
                          for call in _grading_calls(tree, {"hand_in"})}
         except Exception as exc:
             raise ValueError(f"{gid}: cannot read the label of grading.hand_in(...): {exc!r}") from exc
-        for node in _grading_calls(tree, CHECKS.keys()):
-            kind, bound_name = CHECKS[node.func.attr]
+        for node in _check_calls(tree):
             try:
+                kind, args = _kind_of(node, mode)
+                check = checks.get(kind)
                 kwargs = {kw.arg: _value(kw.value, mode) for kw in node.keywords}
-                dataset = _value(node.args[1], mode) if len(node.args) > 1 else kwargs.pop("dataset")
+                dataset = _value(args[1], mode) if len(args) > 1 else kwargs.pop("dataset")
+                bound = float(kwargs.pop(check.bound))
+                label = kwargs.pop("label")
             except Exception as exc:
                 raise ValueError(f"{gid}: cannot read grading.{node.func.attr}(...) for outside scoring: {exc}") from exc
-            if kwargs["label"] not in handed_in:
-                raise ValueError(f"{gid}: grading.{node.func.attr}(..., label={kwargs['label']!r}) needs "
-                                 f"grading.hand_in(model, {kwargs['label']!r}) in the visible part of its cell")
-            normalize = kwargs.get("normalize", False)
-            found.append(Spec(grade_id=gid, kind=kind, label=kwargs["label"], dataset=dataset,
-                              bound=float(kwargs[bound_name]), n_test=kwargs.get("n_test"),
-                              normalize=[list(x) for x in normalize] if isinstance(normalize, (tuple, list)) else normalize,
-                              sequences=bool(kwargs.get("sequences", False)), seed=int(kwargs.get("seed", 0))))
+            if label not in handed_in:
+                raise ValueError(f"{gid}: grading.{node.func.attr}(..., label={label!r}) needs "
+                                 f"grading.hand_in(model, {label!r}) in the visible part of its cell")
+            options = json.loads(json.dumps(kwargs))  # tuples (normalize=) travel as lists
+            found.append(Spec(grade_id=gid, kind=kind, label=label, dataset=dataset, bound=bound, options=options,
+                              module=check.measure.__module__))
     labels = [s.label for s in found]
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels of graded checks must be unique within a lab: {labels}")
@@ -120,7 +140,7 @@ def specs(source: NotebookNode, mode: str) -> list[Spec]:
 
 def score(models: Path, plan: list[Spec]) -> list[dict]:
     """Score each exported model (this runs in the sandboxed scoring process)."""
-    from course_utils import grading
+    from course_utils import checks, grading
 
     results = []
     for spec in plan:
@@ -132,15 +152,18 @@ def score(models: Path, plan: list[Spec]) -> list[dict]:
                               f"notebook replaced the grading helpers)")
         else:
             try:
-                normalize = tuple(tuple(x) for x in spec.normalize) if isinstance(spec.normalize, list) else spec.normalize
-                row["value"] = grading.score_exported(path, spec.kind, spec.dataset, n_test=spec.n_test,
-                                                      seed=spec.seed, normalize=normalize, sequences=spec.sequences)
+                options = {k: _as_tuples(v) for k, v in spec.options.items()}
+                row["value"] = checks.score_exported(path, spec.check, spec.dataset, **options)
                 row["passed"] = spec.passed(row["value"])
                 row["message"] = spec.describe(row["value"])
             except Exception as exc:  # a broken or hostile file costs only this item
                 row["message"] = f"{spec.label}: the exported model could not be scored ({type(exc).__name__}: {str(exc)[:200]})"
         results.append(row)
     return results
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def run(plan: list[Spec], models: Path, *, prefix: list[str], env: dict, timeout: float) -> list[dict]:

@@ -28,10 +28,10 @@ _BLOCK = re.compile(r"^# %% grade_id:\s*(\S+)\s*$", re.MULTILINE)
 # passes and every model stays untrained. The grader must give it no accuracy points.
 GRADER_PATCH = """
 import torch
-from course_utils import grading
+from course_utils import checks, grading
 def _nothing(*args, **kwargs):
     return 1.0
-for _name in ("check_accuracy", "check_reconstruction", "test_accuracy", "test_reconstruction_error",
+for _name in ("check", *(c.function for c in checks.CHECKS.values()), "test_accuracy", "test_reconstruction_error",
               "expect_at_least", "expect_at_most", "expect_close", "expect_shape"):
     setattr(grading, _name, _nothing)
 for _cls in [torch.optim.Optimizer, *torch.optim.Optimizer.__subclasses__()]:

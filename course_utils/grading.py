@@ -1,13 +1,14 @@
 """Helpers for visible and hidden tests: messages a student can act on, recomputed scores.
 
 Hidden tests state their thresholds with :func:`threshold` (always the mode the
-grader runs in) and check a trained model with :func:`check_accuracy` or
-:func:`check_reconstruction`. When the grader runs the notebook, those two
-also take the model out of the kernel (``torch.export``) into the folder named
-by ``COURSE_EXPORT_DIR``; the grader then scores that copy in a fresh process
+grader runs in) and check a trained model with :func:`check_accuracy`,
+:func:`check_reconstruction` or :func:`check` (any kind declared in
+:mod:`course_utils.checks`). When the grader runs the notebook, these also
+take the model out of the kernel (``torch.export``) into the folder named by
+``COURSE_EXPORT_DIR``; the grader then scores that copy in a fresh process
 that imports only this package and loads the test split itself
-(:func:`score_exported`), so a notebook that rebinds these helpers cannot
-raise its own grade.
+(:func:`course_utils.checks.score_exported`), so a notebook that rebinds these
+helpers cannot raise its own grade.
 
 Each graded accuracy cell also calls :func:`hand_in` on the trained model: a
 student's own run saves its weights to ``weights/`` next to the notebook, to be
@@ -26,13 +27,14 @@ from typing import Callable, Sequence, TypeVar
 import torch
 from torch import nn
 
+from . import checks
 from . import data as course_data
 from . import modes
 from .training import evaluate
 
 T = TypeVar("T")
 EXPORT_VAR = "COURSE_EXPORT_DIR"
-EXPORT_BATCH = 100  # exported models take batches of exactly this many images (the last one is padded)
+EXPORT_BATCH = checks.EXPORT_BATCH  # exported models take batches of exactly this many images
 WEIGHTS_DIR = Path("weights")  # handed-in weights, next to the notebook
 
 
@@ -128,18 +130,12 @@ def test_accuracy(model: nn.Module, dataset: str, *, n_test: int | None = None, 
 test_accuracy.__test__ = False  # not a pytest test, despite the name
 
 
-def _per_image_sse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if out.shape != target.shape:
-        raise AssertionError(f"reconstructions: expected shape {tuple(target.shape)}, got {tuple(out.shape)}")
-    return (out - target).pow(2).sum() / target.shape[0]
-
-
 def test_reconstruction_error(model: nn.Module, dataset: str, *, n_test: int | None = None, seed: int = 0,
                               batch_size: int = 500) -> float:
     """Mean over test images of the summed squared error ``||model(x) - x||^2`` (pixels in [0, 1])."""
     _require_module(model)
     test = _test_set(dataset, n_test, seed, False, False)
-    return evaluate(model, course_data.make_loader(test, batch_size), loss_fn=_per_image_sse,
+    return evaluate(model, course_data.make_loader(test, batch_size), loss_fn=checks.per_image_sse,
                     reconstruct=True, max_batches=None)["loss"]
 
 
@@ -250,64 +246,58 @@ def _scored_outside_only(label: str) -> bool:
     return False
 
 
-def check_accuracy(model: nn.Module, dataset: str, *, at_least: float, label: str, n_test: int | None = None,
-                   normalize: bool | tuple = False, sequences: bool = False, seed: int = 0) -> None:
-    """Hidden-test check: the test accuracy of ``model`` must reach ``at_least``.
+def check(kind: str, model: nn.Module, dataset: str, *, label: str, **options) -> None:
+    """Hidden-test check of any kind in :data:`course_utils.checks.CHECKS`: ``check("accuracy", model,
+    "mnist", at_least=0.9, label="the MLP")``.
 
-    Computes the accuracy here for the student and, when grading, exports the
-    model so that the grader recomputes it outside the notebook. ``label``
-    names the check in messages and must be unique within a lab. Returns
-    nothing: nbgrader would read a number left as a cell's value as partial credit.
+    Measures ``model`` here for the student and, when grading, exports it so that the grader
+    recomputes the score outside the notebook. ``options`` hold the kind's bound (``at_least`` or
+    ``at_most``) and its other keywords (``n_test``, ``seed``, ...). ``label`` names the check in
+    messages and must be unique within a lab. Returns nothing: nbgrader would read a number left
+    as a cell's value as partial credit.
     """
-    _graded_check(model, dataset, label, sequences)
+    spec = checks.get(kind)
+    if spec.bound not in options:
+        raise TypeError(f"check {kind!r} needs its bound {spec.bound}=...")
+    bound = options.pop(spec.bound)
+    unknown = set(options) - set(spec.defaults())
+    if unknown:
+        raise TypeError(f"check {kind!r} takes no {', '.join(sorted(unknown))} (it takes "
+                        f"{', '.join([spec.bound, *spec.defaults()])})")
+    _graded_check(model, dataset, label, bool(options.get("sequences", False)))
     if _scored_outside_only(label):
         return
-    accuracy = test_accuracy(model, dataset, n_test=n_test, seed=seed, normalize=normalize, sequences=sequences,
-                             batch_size=EXPORT_BATCH)
-    expect_at_least(accuracy, at_least, label)
-    print(f"{label}: {accuracy:.4f} (at least {at_least:g} needed)")
+    _require_module(model)
+    x, y = checks.test_set(spec, dataset, options)
+    value = _measure(model, spec, x, y)
+    if spec.higher_is_better:
+        expect_at_least(value, bound, label)
+    else:
+        expect_at_most(value, bound, label)
+    print(f"{label}: {value:.4f} ({spec.need(bound)} {'needed' if spec.higher_is_better else 'allowed'})")
+
+
+def _measure(model: nn.Module, spec: checks.Check, x: torch.Tensor, y: torch.Tensor) -> float:
+    """``spec``'s measure of the live model, in evaluation mode and the same batches the grader uses."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = checks.padded_outputs(lambda batch: model(batch.to(device)).cpu(), x)
+    finally:
+        model.train(was_training)
+    return spec.measure(out, x, y)
+
+
+def check_accuracy(model: nn.Module, dataset: str, *, at_least: float, label: str, n_test: int | None = None,
+                   normalize: bool | tuple = False, sequences: bool = False, seed: int = 0) -> None:
+    """Hidden-test check: the test accuracy of ``model`` must reach ``at_least`` (see :func:`check`)."""
+    check("accuracy", model, dataset, at_least=at_least, label=label, n_test=n_test, normalize=normalize,
+          sequences=sequences, seed=seed)
 
 
 def check_reconstruction(model: nn.Module, dataset: str, *, at_most: float, label: str,
                          n_test: int | None = None, seed: int = 0) -> None:
     """Hidden-test check: the mean summed squared reconstruction error must stay at or below ``at_most``."""
-    _graded_check(model, dataset, label, False)
-    if _scored_outside_only(label):
-        return
-    error = test_reconstruction_error(model, dataset, n_test=n_test, seed=seed, batch_size=EXPORT_BATCH)
-    expect_at_most(error, at_most, label)
-    print(f"{label}: {error:.4f} (at most {at_most:g} allowed)")
-
-
-# --------------------------------------------------------------------------- scoring an exported model
-
-def _padded_outputs(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """``fn`` over ``x`` in batches of exactly EXPORT_BATCH rows (the last one padded with zeros)."""
-    outs = []
-    for start in range(0, x.shape[0], EXPORT_BATCH):
-        chunk = x[start:start + EXPORT_BATCH]
-        n = chunk.shape[0]
-        if n < EXPORT_BATCH:
-            chunk = torch.cat([chunk, chunk.new_zeros(EXPORT_BATCH - n, *chunk.shape[1:])])
-        out = fn(chunk)
-        if not isinstance(out, torch.Tensor):
-            raise AssertionError(f"the exported model returned {type(out).__name__}, not a tensor")
-        outs.append(out[:n])
-    return torch.cat(outs)
-
-
-def score_exported(path: Path, kind: str, dataset: str, *, n_test: int | None = None, seed: int = 0,
-                   normalize: bool | tuple = False, sequences: bool = False) -> float:
-    """Accuracy (``kind='accuracy'``) or reconstruction error of an exported model on freshly loaded test data."""
-    program = torch.export.load(str(path))
-    fn = program.module()
-    test = _test_set(dataset, n_test, seed, normalize if kind == "accuracy" else False, sequences)
-    x, y = test.tensors
-    with torch.no_grad():
-        out = _padded_outputs(fn, x)
-    if kind == "accuracy":
-        if out.ndim != 2 or out.shape[0] != x.shape[0]:
-            raise AssertionError(f"expected logits of shape ({x.shape[0]}, classes), got {tuple(out.shape)}")
-        return (out.argmax(dim=1) == y).float().mean().item()
-    return _per_image_sse(out, x).item()
-
+    check("reconstruction", model, dataset, at_most=at_most, label=label, n_test=n_test, seed=seed)

@@ -48,21 +48,18 @@ def test_every_dataset_is_in_the_readme(name):
 
 def test_the_grader_decodes_every_dataset_before_grading(tmp_path, monkeypatch):
     """Inside the sandbox the dataset cache is read-only: the grader decodes what the labs use beforehand."""
-    from autograde import pipeline
+    from autograde import worker
 
     lab = "lab_every_dataset"
     (tmp_path / lab).mkdir()
     (tmp_path / lab / f"{lab}.ipynb").write_text(" ".join(f'data.load_splits("{name}")' for name in data.DATASETS))
 
-    class Course:
-        def folder(self, name: str) -> Path:
-            return tmp_path
-
     decoded = []
     monkeypatch.setattr(data, "load_arrays", lambda name, root=None: decoded.append(name))
-    pipeline._prepare_data(Course(), [lab])
+    monkeypatch.setattr(worker, "_PREPARED", set())
+    worker.prepare_data(tmp_path, [lab])
     missing = sorted(set(data.DATASETS) - set(decoded))
-    assert not missing, (f"autograde/pipeline.py::_prepare_data does not decode {missing} before grading: "
+    assert not missing, (f"autograde/worker.py::prepare_data does not decode {missing} before grading: "
                          f"it should take the dataset names from course_utils.data.DATASETS")
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from autograde import sandbox, scorer
 from autograde.course import Course
-from course_utils import grading
+from course_utils import checks, grading
 
 REPO = Path(__file__).resolve().parent.parent
 FOUND = sandbox.support()
@@ -255,8 +255,9 @@ def test_exported_model_scores_as_the_live_one(tmp_path, mirror):
     path = grading.export_model(model, tmp_path / grading.export_name("Some Model!"), grading.example_input("mnist"))
     assert path.name == "some-model.pt2"
     live = grading.test_accuracy(model, "mnist", n_test=250, batch_size=100)
-    assert grading.score_exported(path, "accuracy", "mnist", n_test=250) == pytest.approx(live)
-    spec = scorer.Spec(grade_id="acc", kind="accuracy", label="Some Model!", dataset="mnist", bound=0.9, n_test=250)
+    assert checks.score_exported(path, "accuracy", "mnist", n_test=250) == pytest.approx(live)
+    spec = scorer.Spec(grade_id="acc", kind="accuracy", label="Some Model!", dataset="mnist", bound=0.9,
+                       options={"n_test": 250})
     row, = scorer.score(tmp_path, [spec])
     assert row["value"] == pytest.approx(live) and not row["passed"] and "needs at least 0.9" in row["message"]
     missing, = scorer.score(tmp_path / "nowhere", [spec])

@@ -1,0 +1,117 @@
+"""One grading run's options, built once and shipped whole to every worker.
+
+:func:`RunOptions.build` turns the command line (or :func:`autograde.autograde`'s
+keywords) and the course's nbgrader settings into one frozen object: the
+course's folders, the mode, the time and sandbox limits, how hand-ins are
+graded. The client chooses the jobs with it, each worker grades with it (it
+never reads nbgrader's config again), and the client records with it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from course_utils.modes import BATCHES_VAR, HANDIN_VAR
+
+from . import config, sandbox
+from .course import Course, GradingError
+
+
+@dataclass(frozen=True)
+class Job:
+    """One hand-in to grade: ``student``'s ``lab``, what is scored outside its kernel, and whether it is audited."""
+
+    lab: str
+    student: str
+    specs: tuple = ()      # autograde.scorer.Spec, read from the instructor's source notebook
+    audited: bool = False  # with handed_in: also re-trained, and the scores compared
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one ``autograde`` run grades: the course's folders, the mode and limits, the sandbox, hand-ins."""
+
+    course_root: Path
+    course_id: str
+    config_dir: Path       # autograde/: nbgrader runs there (its config), logs and reports go there
+    source: Path
+    submitted: Path
+    autograded: Path
+    db: Path               # the main gradebook (SQLite)
+    mode: str
+    limits: config.Limits
+    sandbox: bool
+    cgroups: bool
+    threads: int = 1       # OMP/MKL threads of each hand-in's processes
+    handed_in: bool = False
+    audit_share: float = 0.0
+    audit_seed: int | None = None
+    passed_env: dict = field(default_factory=dict)  # OMP_NUM_THREADS / MKL_NUM_THREADS set by the instructor
+
+    @classmethod
+    def build(cls, course: Course, *, mode: str | None = None, cell_timeout: int | None = None,
+              submission_timeout: float | None = None, sandboxed: bool | None = None, memory: int | None = None,
+              processes: int | None = None, workers: int = 1, handed_in: bool = False, audit_share: float = 0.0,
+              audit_seed: int | None = None) -> RunOptions:
+        """The options for a run in ``mode`` (default: :func:`autograde.config.settings`);
+        ``sandboxed=None`` uses what the machine offers, ``True`` fails without bubblewrap."""
+        if audit_share and not handed_in:
+            raise GradingError("--audit re-trains hand-ins graded from their weights: use it with --handed-in")
+        limits = config.limits(mode or config.settings().mode)
+        limits = replace(limits, cell_timeout=cell_timeout or limits.cell_timeout,
+                         submission_timeout=submission_timeout or limits.submission_timeout,
+                         memory_limit=memory or limits.memory_limit, process_limit=processes or limits.process_limit)
+        found = sandbox.support()
+        if sandboxed and not found.bwrap:
+            raise GradingError(f"--sandbox asked for, but {found.bwrap_problem}; `apt-get install bubblewrap`")
+        use_bwrap = bool(found.bwrap) if sandboxed is None else sandboxed
+        names = course.settings()
+        return cls(course_root=course.root, course_id=names["course_id"], config_dir=course.config_dir,
+                   source=course.folder("source"), submitted=course.folder("submitted"),
+                   autograded=course.folder("autograded"), db=course.db_path(), mode=limits.mode, limits=limits,
+                   sandbox=use_bwrap, cgroups=use_bwrap and found.cgroups,
+                   threads=max(1, (os.cpu_count() or 1) // max(1, workers)), handed_in=handed_in,
+                   audit_share=audit_share, audit_seed=audit_seed,
+                   passed_env={v: os.environ[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if v in os.environ})
+
+    def log_path(self, lab: str, student: str) -> Path:
+        """Where nbgrader's output for one hand-in goes (``autograde/reports/logs/<lab>/<student>.log``)."""
+        return self.config_dir / "reports" / "logs" / lab / f"{student}.log"
+
+    def notebook(self, lab: str, student: str) -> Path:
+        """The collected hand-in."""
+        return self.submitted / student / lab / f"{lab}.ipynb"
+
+    def env(self, *, quick: bool = False) -> dict[str, str]:
+        """The environment nbgrader runs in: the grader's, this interpreter's bin/ on PATH (nbgrader runs
+        ``alembic`` by name), the threads per hand-in; ``quick``: a hand-in graded from its weights."""
+        env = dict(os.environ)
+        bindir = str(Path(sys.executable).parent)
+        if bindir not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+        env.pop(config.GRADING_MODE_VAR, None)  # the mode travels on nbgrader's command line
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = self.passed_env.get(var, str(self.threads))
+        if quick:
+            env.update({HANDIN_VAR: "1", BATCHES_VAR: str(config.HANDIN_BATCHES)})
+        return env
+
+    def nbgrader_args(self, lab: str, student: str, db: Path, autograded: Path | None = None) -> list[str]:
+        """``nbgrader autograde`` for one hand-in against the private gradebook ``db``, in this run's mode."""
+        args = [sys.executable, "-m", "nbgrader", "autograde", lab, "--student", student, "--force",
+                f"--CourseDirectory.db_url=sqlite:///{db}", f"--Execute.timeout={self.limits.cell_timeout}",
+                f"--GradingKernelManager.mode={self.mode}"]
+        if autograded is not None:
+            args.append(f"--CourseDirectory.autograded_directory={autograded}")
+        return args
+
+    def describe(self, jobs: int, audited: int, where: str) -> str:
+        """One line for the log: what this run grades, where, in which mode, with which limits."""
+        lim = self.limits
+        how = f" from their handed-in weights ({audited} re-trained as an audit)" if self.handed_in else ""
+        box = (f", {sandbox.human_bytes(lim.memory_limit)} and {lim.process_limit} processes, sandboxed"
+               if self.cgroups else (", sandboxed without limits" if self.sandbox else ""))
+        return (f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: "
+                f"{lim.cell_timeout} s per cell, {lim.submission_timeout:.0f} s per submission{box}")

@@ -1,0 +1,324 @@
+"""Grading one hand-in, on a worker: sandboxed ``nbgrader autograde``, outside scoring, a structured result.
+
+:func:`grade_task` is what a Dask worker runs for one :class:`~autograde.options.Job`.
+The hand-in runs ``nbgrader autograde`` in its own process against a private
+copy of the gradebook; its kernel is sandboxed (:mod:`autograde.sandbox`,
+:mod:`autograde.kernel`). Afterwards the models its hidden tests exported are
+scored by a fresh sandboxed process (:mod:`autograde.scorer`). Each way a run
+can end has a function of its own that fills in the :class:`Result`; the
+private gradebook comes back inside it, for the client to merge.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+from . import audit, gradebook, publish, sandbox, scorer
+from .collect import readable
+from .config import SCORER_TIMEOUT
+from .course import GradingError
+from .execute import INTEGRITY_ERROR, KERNEL_DIED, error_output
+from .kernel import work_folders
+from .options import Job, RunOptions
+
+DONE = "autograde finished:"  # last line of a submission's log once its result is recorded
+
+
+@dataclass
+class Result:
+    """What happened to one hand-in: ``status`` graded or error, the points, and what the instructor should know.
+
+    ``problem`` says why a hand-in is an error row; ``notes`` what else happened (a dead kernel, altered
+    grading helpers, failed outside scores, an audit's flags). :attr:`message` joins them for people.
+    """
+
+    student: str
+    lab: str
+    status: str = "graded"          # graded | error
+    score: float | None = None
+    max_score: float | None = None
+    seconds: float = 0.0
+    problem: str = ""
+    notes: list[str] = field(default_factory=list)
+    log: str = ""
+    outside: list[dict] = field(default_factory=list)   # the outside scorer's rows
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: nbgrader, scoring, merge, audit
+    audit: list[dict] = field(default_factory=list)     # handed-in against re-trained scores (audited hand-ins)
+    overrides: dict[str, float] = field(default_factory=dict, repr=False)
+    db: Path | None = field(default=None, repr=False)   # private gradebook to merge, when grades were saved
+    db_bytes: bytes | None = field(default=None, repr=False)  # the same, carried back from a Dask worker
+
+    @property
+    def message(self) -> str:
+        return ". ".join(part for part in [self.problem, *self.notes] if part)
+
+    def fail(self, problem: str) -> None:
+        """Make this an error row, for ``problem``."""
+        self.status, self.problem = "error", problem
+
+
+# --------------------------------------------------------------------------- running nbgrader
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when its parent (a grading worker) dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_tree(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop nbgrader and every process it started."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(proc.pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    proc.send_signal(signal.SIGINT)  # nbgrader shuts its kernel down and cleans up
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+def _wait(proc: subprocess.Popen, cgroup: sandbox.Cgroup | None, timeout: float) -> int | None:
+    """Wait for nbgrader; stop the kernel at once when it runs into the process limit. None after a timeout."""
+    deadline = time.monotonic() + timeout
+    stopped = False
+    while True:
+        try:
+            return proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        if cgroup is not None and not stopped and cgroup.process_limit_hit():
+            cgroup.kill()  # the kernel and its forks; nbgrader sees a dead kernel and saves what ran
+            stopped = True
+        if time.monotonic() > deadline:
+            _kill_tree(proc)
+            if cgroup is not None:
+                cgroup.kill()
+            return None
+
+
+def _error_line(text: str) -> str:
+    """The most telling line of a failed nbgrader run: the last exception, else the last error."""
+    lines = text.strip().splitlines()
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception|Interrupt)\b.*:", line.strip()):
+            return line.strip()
+    errors = [line for line in lines if "ERROR" in line]
+    return (errors or lines or ["no output"])[-1].strip()
+
+
+# --------------------------------------------------------------------------- what a graded notebook says
+
+def _findings(notebook: NotebookNode) -> tuple[str | None, list[str]]:
+    """(where the kernel died, the integrity problems) recorded by GradingExecute in the graded notebook."""
+    died, tampered = None, []
+    for cell in notebook.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") != "error":
+                continue
+            if out.get("ename") == KERNEL_DIED and died is None and not out.get("evalue", "").startswith("not run"):
+                died = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or "a cell"
+            elif out.get("ename") == INTEGRITY_ERROR and not tampered:
+                tampered = [out.get("evalue", "")]
+    return died, tampered
+
+
+def _annotate(path: Path, rows: list[dict]) -> None:
+    """Put each failed outside score into the graded notebook, under its test cell, for the feedback page."""
+    nb = nbformat.read(path, as_version=4)
+    failed = {row["grade_id"]: row for row in rows if not row["passed"]}
+    for cell in nb.cells:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if gid in failed:
+            cell.setdefault("outputs", []).append(error_output(
+                "ScoredOutsideNotebook", f"the grader re-scored your trained model outside the notebook: "
+                                         f"{failed[gid]['message']}; this test scores 0"))
+    nbformat.write(nb, path)
+
+
+def _score_outside(options: RunOptions, job: Job, work: Path, cgroup: sandbox.Cgroup | None) -> list[dict]:
+    models = work_folders(work)["models"]
+    procs = cgroup.procs_files if cgroup is not None else []
+    env = options.env()
+    if not options.sandbox:
+        return scorer.run(list(job.specs), models, prefix=sandbox.join_cgroup(procs, []), env=env,
+                          timeout=SCORER_TIMEOUT)
+    stage = sandbox.new_stage()
+    try:
+        prefix = sandbox.prefix([*sandbox.course_mounts(), sandbox.Mount.same(models)], stage=stage,
+                                cgroup_procs=procs)
+        return scorer.run(list(job.specs), models, prefix=prefix, env=sandbox.clean_env(env), timeout=SCORER_TIMEOUT)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- one outcome each
+
+def _stopped(result: Result, options: RunOptions, graded: Path) -> None:
+    """nbgrader ran past the limit for a whole submission."""
+    shutil.rmtree(graded.parent, ignore_errors=True)
+    result.fail(f"stopped after {options.limits.submission_timeout:.0f} s, the limit for one whole submission: "
+                f"too slow in this mode, or stuck; look at it by hand or raise --submission-timeout")
+
+
+def _crashed(result: Result, options: RunOptions, breaches: list[str]) -> None:
+    """nbgrader itself failed (not one of the notebook's cells): nothing was saved."""
+    text = Path(result.log).read_text()
+    if "CellTimeoutError" in text and "Interrupting kernel" in text:
+        why = (f"a cell ran past the {options.limits.cell_timeout} s limit and went on running after the "
+               f"interrupt (it ignores interrupts or hangs in native code); look at it by hand")
+    else:
+        why = f"nbgrader failed: {_error_line(text)}"
+    result.fail(f"{'; '.join(breaches)}. {why}" if breaches else why)
+
+
+def _graded(result: Result, options: RunOptions, job: Job, work: Path, graded: Path, breaches: list[str],
+            cgroup: sandbox.Cgroup | None) -> None:
+    """nbgrader saved grades: note what the graded notebook says happened, then score the models outside."""
+    result.db = work / "gradebook.db"
+    notebook = nbformat.read(graded, as_version=4)
+    died, tampered = _findings(notebook)
+    if breaches or died:
+        result.fail("; ".join(breaches) if breaches else f"the kernel died in {died}")
+        result.notes.append("the tests before that keep their points, the rest score 0")
+    if tampered:
+        result.notes.append(f"grading helpers altered in the kernel, affected tests score 0 ({tampered[0][:300]})")
+    if marked := publish.marker_cells(notebook):
+        result.notes.append(f"{', '.join(marked)} of the hand-in hold nbgrader's hidden-test marker text; "
+                            f"its feedback shows them as written")
+    if job.specs:
+        start = time.perf_counter()
+        result.outside = _score_outside(options, job, work, cgroup)
+        result.timings["scoring"] = time.perf_counter() - start
+        result.overrides = {row["grade_id"]: 0.0 for row in result.outside if not row["passed"]}
+        if result.overrides:
+            _annotate(graded, result.outside)
+            result.notes.append("scored outside the kernel: " + "; ".join(
+                row["message"] for row in result.outside if not row["passed"]))
+
+
+def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False, audit_run: bool = False) -> Result:
+    """Grade one hand-in with ``nbgrader autograde``, sandboxed, against a private copy of the gradebook.
+
+    ``quick``: the notebook's handed-in weights are graded (a quick re-run). ``audit_run``: a second,
+    re-training run of such a hand-in; its graded notebook and gradebook stay in ``work`` (only its
+    outside scores are used), its log goes next to the main one.
+    """
+    result = Result(job.student, job.lab)
+    start = time.perf_counter()
+    notebook = options.notebook(job.lab, job.student)
+    result.log = str(options.log_path(job.lab, job.student).with_suffix(".audit.log" if audit_run else ".log"))
+    Path(result.log).parent.mkdir(parents=True, exist_ok=True)
+    problem = readable(notebook) if notebook.is_file() else f"{notebook} is missing"
+    if problem:
+        Path(result.log).write_text(problem + "\n")
+        result.fail(problem)
+        return result
+    for folder in work_folders(work).values():
+        folder.mkdir(parents=True, exist_ok=True)
+    gradebook.copy_db(options.db, work / "gradebook.db")
+    lim = options.limits
+    cgroup = (sandbox.Cgroup(f"{job.lab}-{job.student}", memory=lim.memory_limit, processes=lim.process_limit)
+              if options.cgroups else None)
+    kernel_plan = {"work": str(work), "cgroup": cgroup.procs_files if cgroup else [], "sandbox": options.sandbox,
+                   "mounts": [list(vars(m).values()) for m in sandbox.course_mounts()] if options.sandbox else []}
+    autograded = work / "autograded" if audit_run else options.autograded
+    cmd = options.nbgrader_args(job.lab, job.student, work / "gradebook.db", autograded if audit_run else None)
+    try:
+        with open(result.log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=options.config_dir, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                    env=dict(options.env(quick=quick), **{sandbox.SANDBOX_VAR: json.dumps(kernel_plan)}),
+                                    preexec_fn=_die_with_parent if os.name == "posix" else None)
+            code = _wait(proc, cgroup, lim.submission_timeout)
+        result.timings["nbgrader"] = time.perf_counter() - start
+        breaches = cgroup.breaches() if cgroup else []
+        graded = autograded / job.student / job.lab / f"{job.lab}.ipynb"
+        if code is None:
+            _stopped(result, options, graded)
+        elif code != 0:
+            _crashed(result, options, breaches)
+        else:
+            _graded(result, options, job, work, graded, breaches, cgroup)
+        result.seconds = time.perf_counter() - start
+    finally:
+        if cgroup is not None:
+            cgroup.close()
+    return result
+
+
+# --------------------------------------------------------------------------- the Dask task
+
+_PREPARED: set[str] = set()  # datasets this process has already made sure are decoded
+
+
+def prepare_data(source: Path, labs: list[str]) -> None:
+    """Decode the datasets the labs use before grading: inside the sandbox the cache is read-only.
+
+    Runs on the worker (a remote one has its own cache), once per dataset and worker process.
+    """
+    from course_utils import data
+
+    text = " ".join(p.read_text().lower() for lab in labs for p in (source / lab).glob("*.ipynb"))
+    for name in data.DATASETS:
+        if name in text and name not in _PREPARED:
+            try:
+                data.load_arrays(name)
+            except data.DataError as exc:
+                raise GradingError(f"the labs need {name}, which cannot be loaded: {exc}") from exc
+            _PREPARED.add(name)
+    sandbox.share_datasets()
+
+
+def _audit(options: RunOptions, job: Job, work_root: Path, result: Result) -> None:
+    """Re-train a hand-in graded from its weights and compare the outside scores of both runs."""
+    start = time.perf_counter()
+    again = grade_one(options, job, work_root / f"audit-{job.lab}-{job.student}", audit_run=True)
+    result.audit = audit.compare(result.outside, again.outside, {s.label: s.check for s in job.specs})
+    if again.status != "graded" or not again.outside:
+        result.audit.append({"label": "(re-training)", "kind": "", "handed_in": None, "retrained": None,
+                             "flagged": True, "note": again.message or "the re-trained run failed"})
+    result.timings["audit"] = time.perf_counter() - start
+    if flagged := [row for row in result.audit if row["flagged"]]:
+        result.notes.append("AUDIT: " + "; ".join(f"{row['label']}: {row['note']}" for row in flagged))
+
+
+def grade_task(job: Job, options: RunOptions) -> Result:
+    """One hand-in as a Dask task: grading and scoring on this worker; the private gradebook comes back in
+    the result, so the client can merge it wherever the worker ran.
+
+    With ``options.handed_in`` the hand-in's weights are graded; an audited job is re-trained as well
+    and the scores compared (``result.audit``).
+    """
+    work_root = Path(tempfile.mkdtemp(prefix="coursekit-grading-"))
+    try:
+        if options.sandbox:
+            prepare_data(options.source, [job.lab])
+        result = grade_one(options, job, work_root / f"{job.lab}-{job.student}", quick=options.handed_in)
+        if options.handed_in and job.audited and result.outside:
+            _audit(options, job, work_root, result)
+        if result.db is not None:
+            result.db_bytes, result.db = result.db.read_bytes(), None
+        return result
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
