@@ -11,7 +11,6 @@ to the folder where :func:`course_utils.grading.check_accuracy` exports models.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -39,7 +38,7 @@ class GradingKernelManager(AsyncKernelManager):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._plan = json.loads(os.environ.get(SANDBOX_VAR) or "null")
+        self._plan = sandbox.read_plan(os.environ.get(SANDBOX_VAR))
         self._ipc_dir: Path | None = None
         self._kernel_cwd: str | None = None
         self._stage: Path | None = None

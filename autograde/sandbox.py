@@ -42,7 +42,8 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "coursekit"
-SANDBOX_VAR = "COURSE_SANDBOX"  # JSON for the kernel manager: work folder, mounts, cgroup files
+SANDBOX_VAR = "COURSE_SANDBOX"  # JSON for the kernel manager: work folder, mounts, cgroup files (see kernel_plan)
+PLAN_VERSION = 2                 # of that JSON: a kernel manager refuses a plan it does not know
 SANDBOX_UID = 1000               # the sandbox's user, inside; outside it is GRADING_USER
 SANDBOX_HOME = "/tmp"            # HOME inside: the private, throwaway /tmp
 GRADING_USER = "coursekit-grader"
@@ -263,6 +264,36 @@ def clean_env(env: dict[str, str]) -> dict[str, str]:
     if (mirror := modes.data_dir()) is not None:
         out[modes.DATA_VAR] = str(mirror)
     return out
+
+
+def kernel_plan(work: Path, cgroup_procs: list[str], sandboxed: bool) -> str:
+    """The JSON that tells the grading kernel manager (:mod:`autograde.kernel`) how to start its kernel."""
+    import json
+
+    mounts = [[m.source, m.dest, m.writable] for m in course_mounts()] if sandboxed else []
+    return json.dumps({"version": PLAN_VERSION, "work": str(work), "cgroup": list(cgroup_procs),
+                       "sandbox": sandboxed, "mounts": mounts})
+
+
+def read_plan(text: str | None) -> dict | None:
+    """The plan of :func:`kernel_plan`, or None without one. Fails closed: a plan of another version or shape
+    (a grader and a kernel manager from different versions of the kit) raises instead of running the kernel
+    without its sandbox."""
+    import json
+
+    if not text:
+        return None
+    try:
+        plan = json.loads(text)
+        ok = (plan.get("version") == PLAN_VERSION and isinstance(plan.get("sandbox"), bool)
+              and {"work", "cgroup", "mounts"} <= plan.keys())
+    except (ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise RuntimeError(f"{SANDBOX_VAR} holds a sandbox plan this kernel manager does not understand (expected "
+                           f"version {PLAN_VERSION}); refusing to start the kernel unsandboxed. Grade with one "
+                           f"version of the kit: restart the grading workers")
+    return plan
 
 
 def new_stage() -> Path:

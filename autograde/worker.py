@@ -10,7 +10,6 @@ private gradebook comes back inside it, for the client to merge.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -241,14 +240,13 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
     lim = options.limits
     cgroup = (sandbox.Cgroup(f"{job.lab}-{job.student}", memory=lim.memory_limit, processes=lim.process_limit)
               if options.cgroups else None)
-    kernel_plan = {"work": str(work), "cgroup": cgroup.procs_files if cgroup else [], "sandbox": options.sandbox,
-                   "mounts": [list(vars(m).values()) for m in sandbox.course_mounts()] if options.sandbox else []}
+    plan = sandbox.kernel_plan(work, cgroup.procs_files if cgroup else [], options.sandbox)
     autograded = work / "autograded" if audit_run else options.autograded
     cmd = options.nbgrader_args(job.lab, job.student, work / "gradebook.db", autograded if audit_run else None)
     try:
         with open(result.log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=options.config_dir, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                    env=dict(options.env(quick=quick), **{sandbox.SANDBOX_VAR: json.dumps(kernel_plan)}),
+                                    env=dict(options.env(quick=quick), **{sandbox.SANDBOX_VAR: plan}),
                                     preexec_fn=_die_with_parent if os.name == "posix" else None)
             code = _wait(proc, cgroup, lim.submission_timeout)
         result.timings["nbgrader"] = time.perf_counter() - start

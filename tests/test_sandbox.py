@@ -282,3 +282,21 @@ def test_check_accuracy_exports_only_when_the_grader_asks(tmp_path, mirror):
     env.pop("COURSE_EXPORT_DIR")
     subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, env=env, timeout=300)
     assert not (tmp_path / "late").exists()
+
+
+def test_a_plan_the_kernel_manager_does_not_know_is_refused_not_run_unsandboxed(tmp_path):
+    """A grader and a kernel manager of different versions (a half-updated install) must not grade unprotected."""
+    plan = sandbox.kernel_plan(tmp_path, [], True)
+    assert sandbox.read_plan(plan)["sandbox"] is True and sandbox.read_plan(None) is None
+    old = '{"work": "/tmp/w", "cgroup": [], "bwrap": ["bwrap", "--ro-bind", "/", "/"]}'  # the plan before version 2
+    for text in (old, "not json", "[]", plan.replace('"version": 2', '"version": 3')):
+        with pytest.raises(RuntimeError, match="refusing to start the kernel unsandboxed"):
+            sandbox.read_plan(text)
+    os.environ[sandbox.SANDBOX_VAR] = old
+    try:
+        from autograde.kernel import GradingKernelManager
+
+        with pytest.raises(RuntimeError, match="refusing"):
+            GradingKernelManager()
+    finally:
+        del os.environ[sandbox.SANDBOX_VAR]
