@@ -370,7 +370,7 @@ def run(course: Course, args: argparse.Namespace) -> int:
         rows = collect(course, s, args.labs)
         for row in rows:
             text = "; ".join(t for t in (row["message"], row["note"]) if t)
-            print(f"{row['student']:>16} {row['lab']:<28} {row['status']:<9} {text}".rstrip())
+            print(f"{row['student']:>16} {row['lab']:<28} {row['status']:<10} {text}".rstrip())
         if not rows:
             print(f"no submissions in {s.inbound()}")
         return 1 if any(r["status"] == "skipped" or r["message"] for r in rows) else 0
