@@ -100,6 +100,19 @@ def test_resident_batches_are_the_loaders_own_batches(shuffle, drop_last):
             assert torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
+def test_resident_batches_stay_on_the_device_and_are_copied_there_once(monkeypatch):
+    ds = images(40)
+    loader = data.make_loader(ds, 16, shuffle=True, seed=0)
+    copies = []
+    real = data.resident_tensors
+    monkeypatch.setattr(data, "resident_tensors", lambda d, device: copies.append(real(d, device)) or copies[-1])
+    for _ in range(2):  # two epochs
+        batches = list(data.resident_batches(loader, "meta"))  # "meta": a device other than the CPU
+        assert [tuple(x.shape) for x, _ in batches] == [(16, 3, 8, 8), (16, 3, 8, 8), (8, 3, 8, 8)]
+        assert all(x.device.type == "meta" and y.device.type == "meta" for x, y in batches)
+    assert len(copies) == 2 and copies[0] is copies[1]  # the second epoch reuses the first one's copy
+
+
 def test_resident_batches_only_for_plain_course_loaders():
     ds = images(10)
     assert data.resident_batches([(ds.tensors[0], ds.tensors[1])], "cpu") is None
