@@ -338,33 +338,55 @@ def _read_cache(name: str, path: Path) -> Arrays | None:
         return None
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset will be loaded from, in the loader's order: a decoded ``cache`` file, the offline
+    ``mirror``, or a torchvision ``download``; ``path`` is that file or folder, ``cache`` where the decoded
+    copy is written when it is not the source itself."""
+
+    kind: str
+    path: Path
+    cache: Path
+
+
+def source(name: str, mirror: Path | None, cache: Path) -> Source:
+    """The one place that decides where ``name`` comes from (the loaders and the doctor both ask it).
+
+    With a mirror only the copy decoded from it counts; without one, any decoded copy, else a download.
+    """
+    record = dataset(name)
+    for file in record.cache_files(mirrored=mirror is not None):
+        if (cache / file).is_file():
+            return Source("cache", cache / file, cache / file)
+    if mirror is not None:
+        return Source("mirror", mirror, cache / record.cache_file)
+    return Source("download", cache / "downloads", cache / record.download_cache_file)
+
+
 def load_arrays(name: str, root: str | os.PathLike | None = None) -> Arrays:
     """All images and labels of ``name`` (a key of :data:`DATASETS`) as uint8 NCHW / int64 tensors.
 
     Returns a dict with ``train_x, train_y, test_x, test_y``. See the module
-    docstring for where the data comes from.
+    docstring for where the data comes from (:func:`source` decides).
     """
     record = dataset(name)
     name = record.name
     mirror = Path(root).expanduser().resolve() if root is not None else modes.data_dir()
     cache = modes.cache_dir()
-    if mirror is not None:
-        path = cache / record.cache_file
-        arrays = _read_cache(name, path)
-        if arrays is None:
-            if not mirror.is_dir():
-                raise DataError(f"dataset folder {mirror} does not exist", _mirror_fix(mirror))
-            arrays = record.decode(mirror)
-            _check_arrays(name, arrays)
-            _write_atomic(arrays, path)
-        return arrays
-    for file in record.cache_files(mirrored=False):
-        arrays = _read_cache(name, cache / file)
+    found = source(name, mirror, cache)
+    while found.kind == "cache":
+        arrays = _read_cache(name, found.path)
         if arrays is not None:
             return arrays
-    arrays = _download(name, cache / "downloads")
+        found = source(name, mirror, cache)  # the damaged copy is gone: the next source in line
+    if found.kind == "mirror":
+        if not mirror.is_dir():
+            raise DataError(f"dataset folder {mirror} does not exist", _mirror_fix(mirror))
+        arrays = record.decode(mirror)
+    else:
+        arrays = _download(name, found.path)
     _check_arrays(name, arrays)
-    _write_atomic(arrays, cache / record.download_cache_file)
+    _write_atomic(arrays, found.cache)
     return arrays
 
 

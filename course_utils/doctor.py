@@ -215,13 +215,11 @@ def check_dataset(report: Report, name: str, mirror: Path | None, cache: Path, o
 
     record = data.dataset(name)
     label = record.label
-    # With a mirror the loader reads only the cache decoded from it; without, any cache it wrote.
-    for file in record.cache_files(mirrored=mirror is not None):
-        cached = cache / file
-        if cached.is_file():
-            report.add(label, f"decoded cache {cached}")
-            return
-    if mirror is not None:
+    found = data.source(name, mirror, cache)
+    if found.kind == "cache":
+        report.add(label, f"decoded cache {found.path}")
+        return
+    if found.kind == "mirror":
         try:
             data.verify_mirror(name, mirror)
         except data.DataError as exc:
