@@ -88,15 +88,20 @@ def test_graded_checks_are_recorded_with_their_values(tmp_path):
             raise AssertionError(f"{label} is {value:.4f}; at least {at_least:.4f} is needed")
         print(f"{label}: {value:.4f} (at least {at_least:g} needed)")
 
-    recorded = run._recorded_check(check_accuracy, "check_accuracy")
+    def check(kind, model, dataset, *, label, **options):  # grading.check(kind, ...), as the shortcuts call it
+        check_accuracy(model, dataset, label=label, **options)
+
+    recorded, generic = run._recorded_check(check_accuracy, "accuracy"), run._recorded_check(check)
     with redirect_stdout(io.StringIO()) as printed:
         recorded(None, "mnist", at_least=0.9, label="MLP test accuracy")
         with pytest.raises(AssertionError):
             recorded(None, "mnist", at_least=0.9, label="other")
+        generic("accuracy", None, "mnist", at_least=0.4, label="other")
     assert "MLP test accuracy: 0.9500" in printed.getvalue()  # still printed for the log
-    first, second = run.result["scores"]
+    first, second, third = run.result["scores"]
     assert (first["value"], first["passed"], first["bound"], first["ratio"]) == (0.95, True, 0.9, 0.979)
     assert (second["value"], second["passed"]) == (0.5, False)
+    assert (third["kind"], third["value"], third["passed"], third["bound"]) == ("accuracy", 0.5, True, 0.4)
 
 
 def test_the_profile_keeps_what_pays():
