@@ -64,11 +64,37 @@ class _PerMode:
         return {"smoke": smoke, "laptop": laptop, "full": full}[self.mode]
 
 
-def _value(node: ast.expr, mode: str):
+def _value(node: ast.expr, mode: str, names: dict | None = None):
     from course_utils import data
 
     code = compile(ast.Expression(node), "<spec>", "eval")
-    return eval(code, {"__builtins__": {}, "grading": _PerMode(mode), "data": data})  # instructor's own source
+    scope = {**(names or {}), "__builtins__": {}, "grading": _PerMode(mode), "data": data}
+    return eval(code, scope)  # instructor's own source
+
+
+def constants(source: NotebookNode, mode: str) -> dict:
+    """``NAME = value`` assignments at the top of the source notebook's locked cells (the instructor's),
+    where the value is a literal, ``grading.threshold(...)``, a ``data`` constant or an earlier such name:
+    a notebook states a threshold or a label once, and its visible and hidden checks both use the name.
+
+    A student's kernel may rebind such a name; the grader takes its value from here.
+    """
+    names: dict = {}
+    for cell in source.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("locked") or meta.get("solution"):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                try:
+                    names[node.targets[0].id] = _value(node.value, mode, names)
+                except Exception:  # not a constant the grader can read: not for graded checks
+                    names.pop(node.targets[0].id, None)
+    return names
 
 
 def _grading_calls(tree: ast.AST, names) -> Iterator[ast.Call]:
@@ -87,10 +113,10 @@ def _check_calls(tree: ast.AST) -> Iterator[ast.Call]:
     return _grading_calls(tree, {"check", *(c.function for c in checks.CHECKS.values())})
 
 
-def _kind_of(node: ast.Call, mode: str) -> tuple[str, list[ast.expr]]:
+def _kind_of(node: ast.Call, mode: str, names: dict) -> tuple[str, list[ast.expr]]:
     """The check's kind and the call's positional arguments after it (model, dataset)."""
     if node.func.attr == "check":
-        return _value(node.args[0], mode), node.args[1:]
+        return _value(node.args[0], mode, names), node.args[1:]
     return node.func.attr.removeprefix("check_"), node.args
 
 
@@ -98,12 +124,14 @@ def specs(source: NotebookNode, mode: str) -> list[Spec]:
     """Every graded check call in the source notebook's test cells, evaluated for ``mode``.
 
     Raises ValueError for a call the grader cannot read (arguments that are
-    not constants, ``grading.threshold`` or ``data`` constants), a label used
+    not constants, ``grading.threshold``, ``data`` constants or names of
+    :func:`constants`), a label used
     twice, or a check whose cell does not call ``grading.hand_in(model, label)``
     with the same label first (so that handed-in weights can be graded).
     """
     from course_utils import checks
 
+    names = constants(source, mode)
     found: list[Spec] = []
     for cell in source.cells:
         if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
@@ -111,17 +139,17 @@ def specs(source: NotebookNode, mode: str) -> list[Spec]:
         gid = cell.metadata["nbgrader"]["grade_id"]
         tree = ast.parse(cell.source)
         try:
-            handed_in = {_value(call.args[1], mode) if len(call.args) > 1
-                         else _value(next(k.value for k in call.keywords if k.arg == "label"), mode)
+            handed_in = {_value(call.args[1], mode, names) if len(call.args) > 1
+                         else _value(next(k.value for k in call.keywords if k.arg == "label"), mode, names)
                          for call in _grading_calls(tree, {"hand_in"})}
         except Exception as exc:
             raise ValueError(f"{gid}: cannot read the label of grading.hand_in(...): {exc!r}") from exc
         for node in _check_calls(tree):
             try:
-                kind, args = _kind_of(node, mode)
+                kind, args = _kind_of(node, mode, names)
                 check = checks.get(kind)
-                kwargs = {kw.arg: _value(kw.value, mode) for kw in node.keywords}
-                dataset = _value(args[1], mode) if len(args) > 1 else kwargs.pop("dataset")
+                kwargs = {kw.arg: _value(kw.value, mode, names) for kw in node.keywords}
+                dataset = _value(args[1], mode, names) if len(args) > 1 else kwargs.pop("dataset")
                 bound = float(kwargs.pop(check.bound))
                 label = kwargs.pop("label")
             except Exception as exc:

@@ -129,3 +129,20 @@ def test_a_toy_lab_graded_with_a_new_kind(toy_kind, tmp_path, mirror):
     assert scored["good"]["passed"] and scored["good"]["value"] == pytest.approx(0.0)
     assert scored["patcher"]["value"] == pytest.approx(3.0) and not scored["patcher"]["passed"]
     assert "dim model: 3.0000 (needs at most 0.5)" in results["patcher"].message
+
+
+def test_a_threshold_and_a_label_stated_once_in_a_locked_cell(toy_kind):
+    """A lab names its bound and label once (a locked cell); the grader reads the instructor's values."""
+    nb = toy_source()
+    nb.cells.insert(1, testing._cell("code", 'NEEDED = grading.threshold(smoke=0.5, laptop=0.25, full=0.2)\n'
+                                             'LABEL = "dim model"', "constants", locked=True))
+    test = next(c for c in nb.cells if testing.grade_id(c) == "test_dim")
+    test.source = test.source.replace('"dim model"', "LABEL").replace(
+        "at_most=grading.threshold(smoke=0.5, laptop=0.5, full=0.5)", "at_most=NEEDED")
+    assert scorer.constants(nb, "laptop") == {"NEEDED": 0.25, "LABEL": "dim model"}
+    spec, = scorer.specs(nb, "laptop")
+    assert (spec.bound, spec.label) == (0.25, "dim model")
+    # a name assigned in a student's (solution) cell is not the instructor's: the grader cannot read it
+    nb.cells[1].metadata["nbgrader"]["solution"] = True
+    with pytest.raises(ValueError, match="cannot read"):
+        scorer.specs(nb, "laptop")
