@@ -17,7 +17,6 @@ import random
 from pathlib import Path
 
 
-
 def pick(jobs: list[tuple[str, str]], share: float, seed: int | None = None) -> set[tuple[str, str]]:
     """The (lab, student) jobs to audit in each lab: a fraction of them (``share`` < 1, at least one) or a count.
 

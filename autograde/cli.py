@@ -21,9 +21,8 @@ from pathlib import Path
 
 from course_utils.modes import MODES
 
-from . import exchange, pipeline, publish, release
+from . import config, exchange, pipeline, publish, release
 from .collect import collect
-from . import config
 from .config import parse_size
 from .course import REPO, Course, GradingError
 
