@@ -357,7 +357,7 @@ def prefix(mounts: list[Mount], *, stage: Path, cgroup_procs: list[str] = (), ch
             folder = str(source if source.is_dir() else source.parent)
             if folder not in staged:
                 staged[folder] = str(stage / f"m{len(staged)}")
-                Path(staged[folder]).mkdir()
+                Path(staged[folder]).mkdir(exist_ok=True)  # a stage is reused when a kernel restarts
             source = Path(staged[folder]) / (source.relative_to(folder) if source.is_dir() else source.name)
         args += ["--bind" if mount.writable else "--ro-bind", str(source), mount.dest]
     for device in gpu_devices():
