@@ -95,3 +95,16 @@ def test_the_bootstrap_installs_the_kit_from_a_wheel_and_the_lab_runs(tmp_path, 
     assert first.startswith(f"course kit {colab.version()}: installed from {wheel}") and "run mode smoke" in first, first
     assert first.count("\n") == 1, f"the bootstrap says more than one line:\n{first}"
     assert f"KIT FROM {site}" in text(done["cells"][-1]), text(done["cells"][-1])
+
+
+LABS = sorted(p.parent.name for p in (REPO / "solutions").glob("*/*.ipynb") if p.stem == p.parent.name)
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_lab_starts_with_the_colab_cells(lab):
+    """Each lab's source and student notebook open with the Colab link and setup cells as colab.py makes them."""
+    for top in ("solutions", "notebooks"):
+        nb = nbformat.read(REPO / top / lab / f"{lab}.ipynb", as_version=4)
+        problems = colab.has_cells(nb, lab)
+        assert not problems, (f"{top}/{lab}: {'; '.join(problems)}. Fix: python -m course_utils.colab "
+                              f"solutions/{lab}/{lab}.ipynb, then python -m autograde generate {lab}")
