@@ -203,8 +203,8 @@ def gpu_devices() -> list[str]:
 def course_mounts() -> list[Mount]:
     """What a sandbox reads besides the system: the Python environment, the course's code, the datasets.
 
-    ``course_utils`` whole; of ``autograde`` only its ``.py`` files (the folder also holds the
-    gradebook and the hand-ins); the environment (``sys.prefix``, ``sys.base_prefix``); the decoded
+    ``course_utils`` whole; of ``autograde`` only its ``.py`` files and their ``__pycache__`` (the
+    folder also holds the gradebook and the hand-ins); the environment (``sys.prefix``, ``sys.base_prefix``); the decoded
     dataset cache and the mirror named by ``COURSE_DATA_DIR``. All read-only.
     """
     import course_utils
@@ -219,18 +219,23 @@ def course_mounts() -> list[Mount]:
     for folder in sorted(set(folders), key=lambda p: len(p.parts)):  # a folder inside a kept one is there already
         if not any(folder.is_relative_to(p) for p in [*kept, *map(Path, SYSTEM_DIRS)]):
             kept.append(folder)
-    return [Mount.same(p) for p in kept] + [Mount.same(p) for p in sorted(grader.glob("*.py"))]
+    code_files = sorted(grader.glob("*.py"))
+    if (grader / "__pycache__").is_dir():  # compiled from those files: the scorer starts without recompiling
+        code_files.append(grader / "__pycache__")
+    return [Mount.same(p) for p in kept] + [Mount.same(p) for p in code_files]
 
 
 def mount_summary() -> list[str]:
     """What a sandbox reads from the host, in words (for the doctor's ``--grading`` report)."""
     system = [d for d in SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)]
     etc = [f"/etc/{name}" for name in ETC_FILES if os.path.lexists(f"/etc/{name}")]
-    code = [m for m in course_mounts() if not m.source.endswith(".py")]
-    files = [m for m in course_mounts() if m.source.endswith(".py")]
+    grader = str(Path(__file__).resolve().parent)
+    code = [m for m in course_mounts() if not m.source.startswith(grader + os.sep)]
+    files = [m for m in course_mounts() if m.source.endswith(".py") and m.source.startswith(grader + os.sep)]
     out = system + etc + ["/sys", f"made-up /etc/{{{','.join(MADE_UP_ETC)}}}"] + [m.source for m in code]
     if files:
-        out.append(f"{Path(files[0].source).parent}/*.py ({len(files)} files)")
+        out.append(f"{grader}/*.py ({len(files)} files)")
+    out += [m.source for m in course_mounts() if m.source.startswith(grader + os.sep) and not m.source.endswith(".py")]
     return out
 
 
