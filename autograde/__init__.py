@@ -7,8 +7,7 @@ Modules, one concern each: ``course`` (the course folder and settings),
 ``sandbox`` (the allowlist sandbox: bubblewrap, the grading user, cgroups),
 ``kernel`` (the kernel manager nbgrader uses), ``execute`` (nbgrader's Execute
 step, hardened), ``scorer`` (scores computed outside the kernel),
-``gradebook`` (merging results), ``report``, ``publish`` (feedback / export),
-``testing`` (building test courses and submissions), ``cli``.
+``gradebook`` (merging results), ``report``, ``publish`` (feedback / export), ``cli``.
 """
 from .collect import collect
 from .course import REPO, Course, GradingError, read_settings, tool_env

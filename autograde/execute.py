@@ -9,6 +9,9 @@
   :attr:`GradingExecute.notebook_output_limit`; past that it is dropped, with one
   line that says so, so a hand-in that prints without end makes neither a huge
   graded notebook and feedback page nor a full disk.
+- **What happened, recorded.** Every cell timeout, and a cell that still runs after its interrupt
+  (nbgrader then gives up on the notebook), is written to :attr:`GradingExecute.events_path` (JSON
+  lines; :func:`read_events`), so the worker knows why without reading nbgrader's log.
 - **An integrity probe after every test cell.** :mod:`course_utils.integrity`
   is loaded afresh from disk in the kernel; if it finds the grading helpers,
   torch or IPython's result reporting rebound, the test cell gets an error
@@ -25,12 +28,12 @@ from pathlib import Path
 from queue import Empty
 
 import course_utils
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat import NotebookNode
 from nbgrader import utils
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Float, Integer
+from traitlets import Bool, Float, Integer, Unicode
 
 INTEGRITY_FILE = Path(course_utils.__file__).resolve().parent / "integrity.py"
 KERNEL_DIED = "KernelDied"
@@ -40,6 +43,24 @@ OUTPUT_CUT = "... output cut by the grader: this {what} showed more than {limit}
 
 def error_output(ename: str, evalue: str) -> NotebookNode:
     return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def read_events(path: Path) -> list[dict]:
+    """The events a grading run recorded in ``path`` (none when it has no file; unreadable lines are skipped)."""
+    events = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def ignored_interrupt(events: list[dict]) -> str | None:
+    """The cell that went on running after its interrupt (it ignores interrupts or hangs), if any."""
+    return next((str(e.get("cell", "a cell")) for e in events if e.get("event") == "stuck"), None)
 
 
 def _where(cell: NotebookNode, index: int) -> str:
@@ -54,12 +75,25 @@ class GradingExecute(Execute):
     probe_timeout = Float(60.0, help="seconds to wait for the probe's answer").tag(config=True)
     cell_output_limit = Integer(2 << 20, help="bytes of output kept per cell (text and figures)").tag(config=True)
     notebook_output_limit = Integer(20 << 20, help="bytes of output kept for the whole notebook").tag(config=True)
+    events_path = Unicode("", help="JSON-lines file for what the grader did (cell timeouts and interrupts); "
+                                   "empty: not recorded").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._died_in: str | None = None
         self._output_bytes: dict[int, int] = {}
         self._cut: set[int] = set()
         return super().preprocess(nb, resources, km)
+
+    def _record(self, **event) -> None:
+        if self.events_path:
+            with open(self.events_path, "a") as out:
+                out.write(json.dumps(event) + "\n")
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        """Record a cell's timeout, then let nbclient interrupt it."""
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") if cell is not None else None
+        self._record(event="timeout", cell=gid or "a cell", seconds=timeout)
+        return await super()._async_handle_timeout(timeout, cell)
 
     def output(self, outs, msg, display_id, cell_index):
         """Keep an output only while the cell and the notebook are within their output limits."""
@@ -91,6 +125,9 @@ class GradingExecute(Execute):
             return cell
         try:
             cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        except CellTimeoutError:  # no end of the cell after its interrupt: nbgrader stops here
+            self._record(event="stuck", cell=_where(cell, cell_index))
+            raise
         except DeadKernelError:
             self._died_in = _where(cell, cell_index)
             cell.setdefault("outputs", []).append(error_output(

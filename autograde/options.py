@@ -98,11 +98,15 @@ class RunOptions:
             env.update({HANDIN_VAR: "1", BATCHES_VAR: str(config.HANDIN_BATCHES)})
         return env
 
-    def nbgrader_args(self, lab: str, student: str, db: Path, autograded: Path | None = None) -> list[str]:
-        """``nbgrader autograde`` for one hand-in against the private gradebook ``db``, in this run's mode."""
+    def nbgrader_args(self, lab: str, student: str, db: Path, autograded: Path | None = None,
+                      events: Path | None = None) -> list[str]:
+        """``nbgrader autograde`` for one hand-in against the private gradebook ``db``, in this run's mode;
+        the Execute step records its timeouts in ``events`` (:func:`autograde.execute.read_events`)."""
         args = [sys.executable, "-m", "nbgrader", "autograde", lab, "--student", student, "--force",
                 f"--CourseDirectory.db_url=sqlite:///{db}", f"--Execute.timeout={self.limits.cell_timeout}",
                 f"--GradingKernelManager.mode={self.mode}"]
+        if events is not None:
+            args.append(f"--GradingExecute.events_path={events}")
         if autograded is not None:
             args.append(f"--CourseDirectory.autograded_directory={autograded}")
         return args

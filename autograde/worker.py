@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from . import audit, gradebook, publish, sandbox, scorer
+from . import audit, execute, gradebook, publish, sandbox, scorer
 from .collect import readable
 from .config import SCORER_TIMEOUT
 from .course import GradingError
@@ -181,14 +181,14 @@ def _stopped(result: Result, options: RunOptions, graded: Path) -> None:
                 f"too slow in this mode, or stuck; look at it by hand or raise --submission-timeout")
 
 
-def _crashed(result: Result, options: RunOptions, breaches: list[str]) -> None:
-    """nbgrader itself failed (not one of the notebook's cells): nothing was saved."""
-    text = Path(result.log).read_text()
-    if "CellTimeoutError" in text and "Interrupting kernel" in text:
-        why = (f"a cell ran past the {options.limits.cell_timeout} s limit and went on running after the "
+def _crashed(result: Result, options: RunOptions, breaches: list[str], events: list[dict]) -> None:
+    """nbgrader itself failed (not one of the notebook's cells): nothing was saved. ``events``: what its
+    Execute step recorded (:func:`autograde.execute.read_events`); the log is only quoted."""
+    if stuck := execute.ignored_interrupt(events):
+        why = (f"{stuck} ran past the {options.limits.cell_timeout} s limit and went on running after the "
                f"interrupt (it ignores interrupts or hangs in native code); look at it by hand")
     else:
-        why = f"nbgrader failed: {_error_line(text)}"
+        why = f"nbgrader failed: {_error_line(Path(result.log).read_text())}"
     result.fail(f"{'; '.join(breaches)}. {why}" if breaches else why)
 
 
@@ -242,7 +242,9 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
               if options.cgroups else None)
     plan = sandbox.kernel_plan(work, cgroup.procs_files if cgroup else [], options.sandbox)
     autograded = work / "autograded" if audit_run else options.autograded
-    cmd = options.nbgrader_args(job.lab, job.student, work / "gradebook.db", autograded if audit_run else None)
+    events = work / "events.jsonl"
+    cmd = options.nbgrader_args(job.lab, job.student, work / "gradebook.db", autograded if audit_run else None,
+                                events=events)
     try:
         with open(result.log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=options.config_dir, stdout=out, stderr=subprocess.STDOUT, text=True,
@@ -255,7 +257,7 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         if code is None:
             _stopped(result, options, graded)
         elif code != 0:
-            _crashed(result, options, breaches)
+            _crashed(result, options, breaches, execute.read_events(events))
         else:
             _graded(result, options, job, work, graded, breaches, cgroup)
         result.seconds = time.perf_counter() - start

@@ -34,9 +34,10 @@ import time
 from pathlib import Path
 
 import autograde
-from autograde import testing
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit: throwaway courses
+import kit  # noqa: E402
+from kit import REPO  # noqa: E402
 
 
 def grade(course: autograde.Course, lab: str, students: list[str], workers: int, mode: str,
@@ -74,27 +75,27 @@ def main() -> int:
           f"{time.strftime('%Y-%m-%d')}")
     rows, batches = [], []
     with tempfile.TemporaryDirectory(prefix="bench-autograde-") as tmp:
-        course = testing.copy_course(Path(tmp), labs)
-        testing.write_toy_lab(course)
+        course = kit.copy_course(Path(tmp), labs)
+        kit.write_toy_lab(course)
         autograde.generate(course)
         inbox = Path(tmp) / "inbox"
         n = max(args.batch, 1)
         for lab in course.labs():
-            source, release = testing.notebooks(course, lab)
-            solved = testing.solved(release, source)
+            source, release = kit.notebooks(course, lab)
+            solved = kit.solved(release, source)
             weights = None
-            if args.handed_in and lab != testing.TOY_LAB:
-                weights = testing.run_as_student(solved, Path(tmp) / "runs" / lab, lab, mode, max_batches=2).parent
+            if args.handed_in and lab != kit.TOY_LAB:
+                weights = kit.run_as_student(solved, Path(tmp) / "runs" / lab, lab, mode, max_batches=2).parent
             for i in range(n):
-                folder = testing.hand_in(inbox, f"s{i:03d}", lab, solved).parent
+                folder = kit.hand_in(inbox, f"s{i:03d}", lab, solved).parent
                 if weights is not None:
                     shutil.copytree(weights / "weights", folder / "weights")
         autograde.collect(course, inbox)
-        for lab in [testing.TOY_LAB, *labs]:
+        for lab in [kit.TOY_LAB, *labs]:
             seconds, results = grade(course, lab, ["s000"], 1, mode, args.handed_in)
             rows.append((lab, seconds, part(results, "nbgrader"), part(results, "scoring"), part(results, "merge")))
             print(f"{lab}: {seconds:.1f} s alone", flush=True)
-            for workers in counts if args.batch and lab != testing.TOY_LAB else []:
+            for workers in counts if args.batch and lab != kit.TOY_LAB else []:
                 students = [f"s{i:03d}" for i in range(args.batch)]
                 seconds, _ = grade(course, lab, students, workers, mode, args.handed_in)
                 batches.append((lab, workers, seconds / args.batch))

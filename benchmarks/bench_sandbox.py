@@ -17,12 +17,16 @@ import argparse
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import autograde
-from autograde import sandbox, testing
+from autograde import sandbox
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit: throwaway courses
+import kit  # noqa: E402
 
 
 def per_submission(course: autograde.Course, lab: str, students: list[str], sandboxed: bool) -> float:
@@ -37,15 +41,15 @@ def per_submission(course: autograde.Course, lab: str, students: list[str], sand
 
 
 def compare(root: Path, lab: str | None, copies: int) -> tuple[float, float]:
-    course = testing.copy_course(root, [lab] if lab else [])
+    course = kit.copy_course(root, [lab] if lab else [])
     if lab is None:
-        testing.write_toy_lab(course)
-        lab = testing.TOY_LAB
+        kit.write_toy_lab(course)
+        lab = kit.TOY_LAB
     autograde.generate(course, [lab])
-    source, release = testing.notebooks(course, lab)
+    source, release = kit.notebooks(course, lab)
     students = [f"s{i:02d}" for i in range(copies)]
     for s in students:
-        testing.hand_in(root / "inbox", s, lab, testing.solved(release, source))
+        kit.hand_in(root / "inbox", s, lab, kit.solved(release, source))
     autograde.collect(course, root / "inbox")
     per_submission(course, lab, students[:1], True)  # warm caches (imports, datasets) before timing
     return per_submission(course, lab, students, False), per_submission(course, lab, students, True)

@@ -155,12 +155,9 @@ def check_mode(report: Report, device: str | None) -> None:
     """The run mode and where it came from; a bad COURSE_MODE stops every lab."""
     try:
         mode = modes.current_mode()
-    except modes.ConfigError:
-        value = os.environ.get(modes.MODE_VAR, "")
-        report.add("run mode", f"invalid: {modes.MODE_VAR}={value!r}")
-        report.problem(f"{modes.MODE_VAR}={value!r} is not a run mode, every lab stops at its setup cell",
-                       f"`export {modes.MODE_VAR}=laptop` (one of {', '.join(modes.MODES)}), "
-                       f"or `unset {modes.MODE_VAR}` to choose by hardware")
+    except modes.ConfigError as exc:
+        report.add("run mode", f"invalid: {exc.what}")
+        report.problem(f"{exc.what}, every lab stops at its setup cell", exc.fix)
         return
     report.add("run mode", f"{mode} ({modes.mode_source()})")
     if mode == "full" and device == "cpu":
@@ -370,7 +367,11 @@ def diagnose(grading: bool = False, online: bool = False) -> Report:
         check_data(report, online=online)
     else:
         report.add("device, data", "not checked until torch imports")
-        if os.environ.get(modes.MODE_VAR, "").strip():  # without it, the default mode needs torch
+        try:
+            named = modes.read_mode()
+        except modes.ConfigError:
+            named = "invalid"
+        if named:  # without it, the default mode needs torch
             check_mode(report, None)
     check_jupyter(report)
     if grading:

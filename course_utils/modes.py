@@ -34,7 +34,11 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A course setting (environment variable) has a value we cannot use."""
+    """A course setting (environment variable) has a value we cannot use: what is wrong, and its fix."""
+
+    def __init__(self, what: str, fix: str = ""):
+        super().__init__(f"{what}; {fix}" if fix else what)
+        self.what, self.fix = what, fix
 
 
 def _cuda_available() -> bool:
@@ -43,22 +47,27 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def read_mode(environ: dict[str, str] | None = None) -> str | None:
+    """``COURSE_MODE`` from ``environ`` (default ``os.environ``), checked: a mode name, or None when unset.
+
+    The one reader of the setting: :func:`current_mode`, :func:`grading_mode` and the doctor use it.
+    """
+    raw = (os.environ if environ is None else environ).get(MODE_VAR, "")
+    value = raw.strip().lower()
+    if value and value not in MODES:
+        raise ConfigError(f"{MODE_VAR}={raw!r} is not a run mode",
+                          f"`export {MODE_VAR}=laptop` (one of {', '.join(MODES)}), or `unset {MODE_VAR}` to choose by hardware")
+    return value or None
+
+
 def current_mode() -> str:
     """The run mode: ``COURSE_MODE`` if set, else ``full`` on CUDA and ``laptop`` otherwise."""
-    value = os.environ.get(MODE_VAR, "").strip().lower()
-    if not value:
-        return "full" if _cuda_available() else "laptop"
-    if value not in MODES:
-        raise ConfigError(
-            f"{MODE_VAR}={os.environ[MODE_VAR]!r} is not a run mode; "
-            f"use one of {', '.join(MODES)} (or unset it to choose by hardware)."
-        )
-    return value
+    return read_mode() or ("full" if _cuda_available() else "laptop")
 
 
 def mode_source() -> str:
     """Where the mode came from, in words (for the doctor and notebook banners)."""
-    if os.environ.get(MODE_VAR, "").strip():
+    if read_mode():
         return f"set by {MODE_VAR}"
     return "default: CUDA GPU found" if _cuda_available() else "default: no CUDA GPU"
 
@@ -67,7 +76,7 @@ def by_mode(*, smoke: T, laptop: T, full: T, mode: str | None = None) -> T:
     """Pick the value for the current (or given) mode: ``by_mode(smoke=1, laptop=5, full=10)``."""
     mode = mode or current_mode()
     if mode not in MODES:
-        raise ConfigError(f"unknown run mode {mode!r}; use one of {', '.join(MODES)}.")
+        raise ConfigError(f"unknown run mode {mode!r}", f"use one of {', '.join(MODES)}")
     return {"smoke": smoke, "laptop": laptop, "full": full}[mode]
 
 
@@ -91,12 +100,7 @@ def grading_mode() -> str:
     A notebook can set ``os.environ["COURSE_MODE"]`` to pick easier
     thresholds; that change does not count here (see :func:`started_environ`).
     """
-    value = started_environ().get(MODE_VAR, "").strip().lower()
-    if not value:
-        return "full" if _cuda_available() else "laptop"
-    if value not in MODES:
-        raise ConfigError(f"{MODE_VAR}={value!r} (at start) is not a run mode; use one of {', '.join(MODES)}.")
-    return value
+    return read_mode(started_environ()) or ("full" if _cuda_available() else "laptop")
 
 
 def max_batches() -> int | None:

@@ -16,19 +16,17 @@ from __future__ import annotations
 import copy
 import re
 import shutil
-from pathlib import Path
 
 import nbformat
 import pytest
 
 import autograde
-from autograde import scorer, testing
+from autograde import scorer
 from course_utils import grading
 
-from test_autograde_bad import build, sandboxed_course
+import kit
 
-REPO = Path(__file__).resolve().parent.parent
-LABS = autograde.Course(REPO).labs()
+LABS = autograde.Course(kit.REPO).labs()
 LAB = LABS[0] if LABS else None
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(LAB is None, reason="no labs in solutions/ yet")]
 # A cell that makes the run train on the test images, for longer: what a cheating student does elsewhere
@@ -49,24 +47,28 @@ def cheating(nb):
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory):
-    course, source, release = sandboxed_course(tmp_path_factory.mktemp("handin"))
-    solved = testing.solved(release, source)
+def batch(tmp_path_factory) -> kit.Batch:
+    """Hand-ins with weights: good, missing, damaged, trained on the test images, and the bad ones of
+    :func:`kit.bad_hand_ins`; graded from their weights, two of them audited. ``extra``: specs, todos."""
+    kit.require_sandbox()
+    batch = kit.generated_course(tmp_path_factory.mktemp("handin"), LAB)
+    course, source, release = batch.course, batch.source, batch.release
+    solved = kit.solved(release, source)
     runs = course.root / "student-runs"
-    good = testing.run_as_student(solved, runs / "good", LAB, "smoke").parent / "weights"
-    cheat = testing.run_as_student(cheating(solved), runs / "cheat", LAB, "smoke").parent / "weights"
-    mutants = build(course, source, release)
-    todos = [testing.grade_id(c) for c in release.cells if testing.is_todo(c)]
+    good = kit.run_as_student(solved, runs / "good", LAB, "smoke").parent / "weights"
+    cheat = kit.run_as_student(cheating(solved), runs / "cheat", LAB, "smoke").parent / "weights"
+    mutants = kit.bad_hand_ins(batch)
+    todos = [kit.grade_id(c) for c in release.cells if kit.is_todo(c)]
     hand_ins = {name: (mutants[name], good) for name in ("b_raises", "d_syntax", "g_truncated", "h_hardcoded",
                                                          "j_patcher")}
     hand_ins |= {"a_good": (solved, good), "n_no_weights": (solved, None), "w_bad_weights": (solved, good),
                  "x_cheat": (solved, cheat)}
-    hand_ins |= {f"blank_{todo}": (testing.fill(solved, {todo: next(c.source for c in release.cells
-                                                                     if testing.grade_id(c) == todo)}), good)
+    hand_ins |= {f"blank_{todo}": (kit.fill(solved, {todo: next(c.source for c in release.cells
+                                                                 if kit.grade_id(c) == todo)}), good)
                  for todo in todos}
     inbox = course.root / "inbox"
     for student, (nb, weights) in hand_ins.items():
-        folder = testing.hand_in(inbox, student, LAB, nb).parent
+        folder = kit.hand_in(inbox, student, LAB, nb).parent
         if weights is not None:
             shutil.copytree(weights, folder / "weights")
     specs = scorer.specs(source, "smoke")
@@ -81,23 +83,16 @@ def batch(tmp_path_factory):
         course, [LAB], students=[s for s in hand_ins if s not in ("a_good", "x_cheat")], **options)}
     results |= {r.student: r for r in autograde.autograde(course, [LAB], students=["a_good", "x_cheat"],
                                                           audit_share=2, **options)}
-    return course, release, specs, todos, results
-
-
-def scores(course, student):
-    return testing.item_scores(course, LAB, student)
-
-
-def why(course, student):
-    return f"{student}: scores {scores(course, student)}, errors {testing.cell_errors(course, LAB, student)}"
+    batch.results = results
+    batch.extra.update(specs=specs, todos=todos)
+    return batch
 
 
 def test_good_hand_in_keeps_full_marks_and_passes_its_audit(batch):
-    course, _, specs, _, results = batch
-    assert results["a_good"].status == "graded", results["a_good"].message
-    assert all(got == most for got, most in scores(course, "a_good").values()), why(course, "a_good")
-    audit = results["a_good"].audit
-    assert [row["label"] for row in audit] == [s.label for s in specs]
+    assert batch.results["a_good"].status == "graded", batch.results["a_good"].message
+    assert batch.full_marks("a_good"), batch.explain("a_good")
+    audit = batch.results["a_good"].audit
+    assert [row["label"] for row in audit] == [s.label for s in batch.extra["specs"]]
     assert not any(row["flagged"] for row in audit), audit
     # the handed-in weights and the re-trained model are the same run of the same seeded code
     assert all(abs(row["handed_in"] - row["retrained"]) <= 0.02 for row in audit), audit
@@ -105,65 +100,59 @@ def test_good_hand_in_keeps_full_marks_and_passes_its_audit(batch):
 
 def test_each_blank_todo_still_loses_its_tests(batch):
     """Good weights do not buy back the code: the test right after each TODO left blank scores 0."""
-    course, release, _, todos, _ = batch
-    cells = release.cells
-    for todo in todos:
-        at = next(i for i, c in enumerate(cells) if testing.grade_id(c) == todo)
-        test = next(testing.grade_id(c) for c in cells[at:] if testing.is_test(c))
-        got = scores(course, f"blank_{todo}")
-        assert got[test][0] == 0, f"blank {todo}: {why(course, f'blank_{todo}')}"
+    cells = batch.release.cells
+    for todo in batch.extra["todos"]:
+        at = next(i for i, c in enumerate(cells) if kit.grade_id(c) == todo)
+        test = next(kit.grade_id(c) for c in cells[at:] if kit.is_test(c))
+        got = batch.scores(f"blank_{todo}")
+        assert got[test][0] == 0, f"blank {todo}: {batch.explain(f'blank_{todo}')}"
         assert sum(s for s, _ in got.values()) < sum(m for _, m in got.values())
 
 
 def test_mutants_lose_what_they_lose_when_re_trained(batch):
-    course, release, specs, _, results = batch
-    accuracy = {s.grade_id for s in specs}
-    assert results["g_truncated"].status == "error" and "not valid JSON" in results["g_truncated"].message
-    assert sum(s for s, _ in scores(course, "h_hardcoded").values()) == 0, why(course, "h_hardcoded")
-    patched = scores(course, "j_patcher")
-    assert all(patched[gid][0] == 0 for gid in accuracy), why(course, "j_patcher")
-    last = max(i for i, c in enumerate(release.cells) if testing.is_todo(c))
-    after = [testing.grade_id(c) for c in release.cells[last:] if testing.is_test(c)]
+    accuracy = {s.grade_id for s in batch.extra["specs"]}
+    assert batch.results["g_truncated"].status == "error" and "not valid JSON" in batch.results["g_truncated"].message
+    assert sum(s for s, _ in batch.scores("h_hardcoded").values()) == 0, batch.explain("h_hardcoded")
+    patched = batch.scores("j_patcher")
+    assert all(patched[gid][0] == 0 for gid in accuracy), batch.explain("j_patcher")
+    last = max(i for i, c in enumerate(batch.release.cells) if kit.is_todo(c))
+    after = [kit.grade_id(c) for c in batch.release.cells[last:] if kit.is_test(c)]
     for student in ("b_raises", "d_syntax"):
-        got = scores(course, student)
-        assert all(got[gid][0] == 0 for gid in after), why(course, student)
-        assert all(got[gid][0] == got[gid][1] for gid in got if gid not in after), why(course, student)
+        got = batch.scores(student)
+        assert all(got[gid][0] == 0 for gid in after), batch.explain(student)
+        assert all(got[gid][0] == got[gid][1] for gid in got if gid not in after), batch.explain(student)
 
 
 def test_missing_weights_cost_only_the_accuracy_items_with_the_reason(batch):
-    course, _, specs, _, results = batch
-    accuracy = {s.grade_id for s in specs}
-    got = scores(course, "n_no_weights")
+    accuracy = {s.grade_id for s in batch.extra["specs"]}
+    got = batch.scores("n_no_weights")
     assert all(got[gid][0] == 0 for gid in accuracy) and all(s == m for g, (s, m) in got.items()
-                                                               if g not in accuracy), why(course, "n_no_weights")
-    errors = testing.cell_errors(course, LAB, "n_no_weights")
+                                                               if g not in accuracy), batch.explain("n_no_weights")
+    errors = kit.cell_errors(batch.course, LAB, "n_no_weights")
     assert all("no trained weights were handed in" in errors[gid] for gid in accuracy), errors
 
 
 def test_weights_that_do_not_fit_or_are_damaged_are_caught(batch):
-    course, _, specs, _, _ = batch
-    first, second = specs[0].grade_id, specs[1].grade_id
-    got, errors = scores(course, "w_bad_weights"), testing.cell_errors(course, LAB, "w_bad_weights")
+    first, second = batch.extra["specs"][0].grade_id, batch.extra["specs"][1].grade_id
+    got, errors = batch.scores("w_bad_weights"), kit.cell_errors(batch.course, LAB, "w_bad_weights")
     assert got[first][0] == 0 and "do not fit the model this notebook builds" in errors[first], errors
     assert re.search(r"Missing key|Unexpected key|size mismatch", errors[first]), errors  # says which tensors
     assert got[second][0] == 0 and "cannot be read" in errors[second], errors
-    assert all(s == m for g, (s, m) in got.items() if g not in (first, second)), why(course, "w_bad_weights")
+    assert all(s == m for g, (s, m) in got.items() if g not in (first, second)), batch.explain("w_bad_weights")
 
 
 def test_weights_trained_on_the_test_images_are_flagged_by_the_audit(batch):
-    course, _, specs, _, results = batch
-    cheat = results["x_cheat"]
-    assert all(got == most for got, most in scores(course, "x_cheat").values())  # the weights do pass...
+    cheat = batch.results["x_cheat"]
+    assert batch.full_marks("x_cheat")  # the weights do pass...
     flagged = [row for row in cheat.audit if row["flagged"]]
     assert flagged and all(row["handed_in"] > row["retrained"] + 0.05 for row in flagged), cheat.audit
     assert "AUDIT" in cheat.message and "handed-in weights score better" in cheat.message
 
 
 def test_report_shows_audit_flags_and_identical_weights(batch):
-    course, _, specs, todos, _ = batch
-    html = (course.config_dir / "reports" / f"{LAB}.html").read_text()
+    html = (batch.course.config_dir / "reports" / f"{LAB}.html").read_text()
     assert "Audit: handed-in weights against re-training" in html and "FLAGGED" in html
     assert "Identical handed-in weights" in html and "blank_" in html and "<img" in html
-    rows = [line for line in sorted((course.config_dir / "reports").glob("autograde-*.csv"))[-1].read_text()
+    rows = [line for line in sorted((batch.course.config_dir / "reports").glob("autograde-*.csv"))[-1].read_text()
             .splitlines() if line.startswith("x_cheat")]
     assert rows and "FLAGGED" in rows[0]

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
 import autograde  # noqa: E402
-from autograde import scorer, testing  # noqa: E402
+from autograde import scorer  # noqa: E402
+
+import kit
+from kit import REPO
 
 LABS = autograde.Course(REPO).labs()
 pytestmark = pytest.mark.slow
@@ -30,39 +32,26 @@ def alternative_path(lab: str) -> Path:
     return REPO / "tests" / "fixtures" / lab / "alternative.py"
 
 
-def explain(course: autograde.Course, lab: str, student: str) -> str:
-    """Item scores and cell errors of one graded student, for assertion messages."""
-    return f"{student}: scores {testing.item_scores(course, lab, student)}, errors {testing.cell_errors(course, lab, student)}"
-
-
-def grade_lab(lab: str, folder: Path) -> tuple[autograde.Course, str, dict]:
+def grade_lab(lab: str, folder: Path) -> kit.Batch:
     """Generate, collect and autograde solution / release / patcher / alternative of one lab."""
-    course = testing.copy_course(folder, [lab])
-    autograde.generate(course, [lab])
-    source, release = testing.notebooks(course, lab)
-    inbox = course.root / "inbox"
-    testing.hand_in(inbox, "solution", lab, testing.solved(release, source))
-    testing.hand_in(inbox, "release", lab, release)
-    testing.hand_in(inbox, "patcher", lab, testing.insert_before_tests(testing.solved(release, source),
-                                                                        testing.GRADER_PATCH))
+    batch = kit.generated_course(folder, lab)
+    good = kit.solved(batch.release, batch.source)
+    hand_ins = {"solution": good, "release": batch.release,
+                "patcher": kit.insert_before_tests(good, kit.attack("grader_patch"))}
     if alternative_path(lab).is_file():
-        alternative = testing.fill(release, testing.load_alternative(alternative_path(lab)))
-        testing.hand_in(inbox, "alternative", lab, alternative)
-    autograde.collect(course, inbox)
-    results = autograde.autograde(course, [lab], mode="smoke", workers=2)
-    return course, lab, {r.student: r for r in results}
+        hand_ins["alternative"] = kit.fill(batch.release, kit.load_alternative(alternative_path(lab)))
+    return kit.grade_batch(batch, hand_ins, workers=2)
 
 
 @pytest.fixture(scope="class")
-def batch(request, tmp_path_factory):
-    """One lab's graded batch (the lab of the test class); results by student."""
+def batch(request, tmp_path_factory) -> kit.Batch:
+    """One lab's graded batch (the lab of the test class)."""
     return grade_lab(request.cls.lab, tmp_path_factory.mktemp(request.cls.lab))
 
 
-def full_marks(course: autograde.Course, lab: str, student: str) -> None:
-    scores = testing.item_scores(course, lab, student)
-    assert scores, f"{lab} has no autograded items"
-    assert all(got == most for got, most in scores.values()), explain(course, lab, student)
+def full_marks(batch: kit.Batch, student: str) -> None:
+    assert batch.scores(student), f"{batch.lab} has no autograded items"
+    assert batch.full_marks(student), batch.explain(student)
 
 
 class _GradedLab:
@@ -72,32 +61,31 @@ class _GradedLab:
     lab: str
 
     def test_solution_scores_full_marks(self, batch):
-        course, lab, results = batch
+        results = batch.results
         assert results["solution"].status == "graded", results["solution"].message
-        full_marks(course, lab, "solution")
+        full_marks(batch, "solution")
 
     def test_untouched_release_scores_zero(self, batch):
-        course, lab, results = batch
+        results = batch.results
         assert results["release"].status == "graded", results["release"].message
-        scores = testing.item_scores(course, lab, "release")
-        assert all(got == 0 for got, _ in scores.values()), explain(course, lab, "release")
+        scores = batch.scores("release")
+        assert all(got == 0 for got, _ in scores.values()), batch.explain("release")
 
     def test_alternative_implementation_scores_full_marks(self, batch):
-        course, lab, results = batch
+        results = batch.results
         if "alternative" not in results:
-            pytest.fail(f"{alternative_path(lab).relative_to(REPO)} is missing: every lab needs a different but "
+            pytest.fail(f"{alternative_path(batch.lab).relative_to(REPO)} is missing: every lab needs a different but "
                         f"correct implementation of its TODO cells (format in CONTRIBUTING.md)")
         assert results["alternative"].status == "graded", results["alternative"].message
-        full_marks(course, lab, "alternative")
+        full_marks(batch, "alternative")
 
     def test_grader_patching_earns_no_accuracy_points(self, batch):
         """Rebound helpers and no-op optimisers: the in-kernel checks pass, the models are scored outside."""
-        course, lab, results = batch
-        source, _ = testing.notebooks(course, lab)
-        items = {spec.grade_id for spec in scorer.specs(source, "smoke")}
-        assert items, f"{lab} has no accuracy or reconstruction check scored outside the kernel"
-        scores = testing.item_scores(course, lab, "patcher")
-        assert all(scores[item][0] == 0 for item in items), explain(course, lab, "patcher")
+        results = batch.results
+        items = {spec.grade_id for spec in scorer.specs(batch.source, "smoke")}
+        assert items, f"{batch.lab} has no accuracy or reconstruction check scored outside the kernel"
+        scores = batch.scores("patcher")
+        assert all(scores[item][0] == 0 for item in items), batch.explain("patcher")
         assert "scored outside the kernel" in results["patcher"].message, results["patcher"].message
 
 
@@ -109,7 +97,7 @@ globals().update({cls.__name__: cls for cls in LAB_CLASSES.values()})
 @pytest.mark.parametrize("lab", lab_params())
 def test_student_notebooks_are_what_nbgrader_generates(lab, tmp_path):
     """notebooks/<lab> must equal nbgrader's release of solutions/<lab> (never edit it by hand)."""
-    problems = autograde.check(testing.copy_course(tmp_path, [lab]), [lab])
+    problems = autograde.check(kit.copy_course(tmp_path, [lab]), [lab])
     assert not problems, ("\n".join(problems) + f"\nFix: edit solutions/{lab}/{lab}.ipynb only, then run "
                           f"`python -m autograde generate {lab}` and commit notebooks/{lab}.")
 

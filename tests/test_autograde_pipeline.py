@@ -18,11 +18,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
 import autograde  # noqa: E402
-from autograde import cli, testing  # noqa: E402
+from autograde import cli  # noqa: E402
 
-LAB = testing.TOY_LAB
+import kit
+
+LAB = kit.TOY_LAB
 pytestmark = pytest.mark.slow
 
 
@@ -34,8 +35,8 @@ def run_cli(course: autograde.Course, *args: str) -> subprocess.CompletedProcess
 
 @pytest.fixture
 def toy(tmp_path) -> autograde.Course:
-    course = testing.copy_course(tmp_path / "course")
-    testing.write_toy_lab(course)
+    course = kit.copy_course(tmp_path / "course")
+    kit.write_toy_lab(course)
     return course
 
 
@@ -45,26 +46,26 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     release_text = (course.folder("release") / LAB / f"{LAB}.ipynb").read_text()
     assert "BEGIN SOLUTION" not in release_text and "HIDDEN" not in release_text and "2 * x" not in release_text
-    source, release = testing.notebooks(course, LAB)
-    solved = testing.solved(release, source)
+    source, release = kit.notebooks(course, LAB)
+    solved = kit.solved(release, source)
 
     inbox = tmp_path / "inbox"
-    testing.hand_in(inbox, "alice", LAB, solved)
-    testing.hand_in(inbox, "bob", LAB, release)  # handed in untouched
+    kit.hand_in(inbox, "alice", LAB, solved)
+    kit.hand_in(inbox, "bob", LAB, release)  # handed in untouched
     text = nbformat.writes(solved)
-    testing.hand_in(inbox, "carol", LAB, text[: len(text) // 2])  # upload cut short
+    kit.hand_in(inbox, "carol", LAB, text[: len(text) // 2])  # upload cut short
     # Each cell is within the 10 s limit, the whole far beyond the 75 s cap for a submission.
     slow = copy.deepcopy(solved)
     slow.cells += [nbformat.v4.new_code_cell("import time\ntime.sleep(8)") for _ in range(12)]
-    testing.hand_in(inbox, "dave", LAB, slow)
+    kit.hand_in(inbox, "dave", LAB, slow)
     # Ignores the interrupt: nbgrader cannot go on with this notebook.
-    testing.hand_in(inbox, "hank", LAB, testing.fill(solved, {
+    kit.hand_in(inbox, "hank", LAB, kit.fill(solved, {
         "double": "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"}))
-    testing.hand_in(inbox, "frank", LAB, testing.fill(solved, {"double": "while True:\n    pass"}))
-    testing.hand_in(inbox, "gina", LAB, testing.fill(release, {
+    kit.hand_in(inbox, "frank", LAB, kit.fill(solved, {"double": "while True:\n    pass"}))
+    kit.hand_in(inbox, "gina", LAB, kit.fill(release, {
         "double": "double = lambda x: x + x", "mean": "import statistics\nmean = statistics.fmean"}))
     # Kills its kernel in the second TODO: the first test keeps its point.
-    testing.hand_in(inbox, "ivan", LAB, testing.fill(solved, {"mean": "import os\nos._exit(1)"}))
+    kit.hand_in(inbox, "ivan", LAB, kit.fill(solved, {"mean": "import os\nos._exit(1)"}))
     (inbox / "erin" / "lab9_unknown").mkdir(parents=True)
 
     out = run_cli(course, "collect", str(inbox))
@@ -77,7 +78,7 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode == 1, log  # carol, dave, hank and ivan need attention
     assert "grading 8 submission(s) in mode smoke with 2 process(es)" in log
-    graded = {s: testing.item_scores(course, LAB, s) for s in ("alice", "bob", "frank", "gina", "ivan")}
+    graded = {s: kit.item_scores(course, LAB, s) for s in ("alice", "bob", "frank", "gina", "ivan")}
     assert graded == {
         "alice": {"test_double": (1, 1), "test_mean": (2, 2)},
         "bob": {"test_double": (0, 1), "test_mean": (0, 2)},
@@ -85,7 +86,7 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
         "gina": {"test_double": (1, 1), "test_mean": (2, 2)},
         "ivan": {"test_double": (1, 1), "test_mean": (0, 2)},  # points before the kernel died are kept
     }, log
-    assert "CellTimeoutError" in testing.cell_errors(course, LAB, "frank")["double"]
+    assert "CellTimeoutError" in kit.cell_errors(course, LAB, "frank")["double"]
     alice_nb = (course.folder("autograded") / "alice" / LAB / f"{LAB}.ipynb").read_text()
     assert "kernel mode: smoke" in alice_nb  # the kernel ran in the grading mode
 
@@ -98,7 +99,7 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     assert rows["hank"]["status"] == "error" and "went on running after the interrupt" in rows["hank"]["message"]
     assert not (course.folder("autograded") / "dave" / LAB).exists()
     with pytest.raises(Exception, match="No such submitted notebook"):
-        testing.item_scores(course, LAB, "carol")
+        kit.item_scores(course, LAB, "carol")
 
     out = run_cli(course, "feedback")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -114,7 +115,7 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     # Nothing is graded twice by accident, and a changed hand-in is not replaced silently.
     out = run_cli(course, "autograde", "--mode", "smoke")
     assert "grading 0 submission(s)" in out.stdout, out.stdout + out.stderr
-    testing.hand_in(inbox, "alice", LAB, release)
+    kit.hand_in(inbox, "alice", LAB, release)
     assert "differs from the copy already collected" in run_cli(course, "collect", str(inbox)).stdout
 
     # A regrade keeps the manual grade an instructor gave and flags the item for review.
@@ -135,7 +136,7 @@ def test_check_finds_hand_edits_to_student_notebooks(toy, capsys):
     assert autograde.check(toy) == []
     path = toy.folder("release") / LAB / f"{LAB}.ipynb"
     nb = nbformat.read(path, as_version=4)
-    index = next(i for i, cell in enumerate(nb.cells) if testing.grade_id(cell) == "test_double")
+    index = next(i for i, cell in enumerate(nb.cells) if kit.grade_id(cell) == "test_double")
     nb.cells[index].source += "\nassert double(0) == 0"
     nbformat.write(nb, path)
     (path.parent / "notes.txt").write_text("added by hand")
@@ -157,7 +158,7 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
     rows = {r["student"]: r for r in autograde.collect(toy, inbox)}
     assert rows["no notebook"]["status"] == "skipped" and "letters, digits" in rows["no notebook"]["message"]
     assert rows["ann"]["status"] == "skipped" and f"no {LAB}.ipynb" in rows["ann"]["message"]
-    big = testing.hand_in(inbox, "bob", LAB, testing.read(toy.folder("source") / LAB / f"{LAB}.ipynb")).parent
+    big = kit.hand_in(inbox, "bob", LAB, kit.read(toy.folder("source") / LAB / f"{LAB}.ipynb")).parent
     (big / "weights").mkdir()
     with open(big / "weights" / "huge.pt", "wb") as out:  # sparse: no disk used
         out.truncate(autograde.config.MAX_HANDIN_BYTES + 1)
@@ -167,7 +168,7 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
 
 
 def test_autograde_without_generate_says_what_to_run(toy, tmp_path):
-    testing.hand_in(tmp_path / "inbox", "ann", LAB, testing.read(toy.folder("source") / LAB / f"{LAB}.ipynb"))
+    kit.hand_in(tmp_path / "inbox", "ann", LAB, kit.read(toy.folder("source") / LAB / f"{LAB}.ipynb"))
     autograde.collect(toy, tmp_path / "inbox")
     with pytest.raises(autograde.GradingError, match="python -m autograde generate"):
         autograde.autograde(toy, mode="smoke")
@@ -185,11 +186,11 @@ def test_grading_mode_ignores_a_mode_set_inside_the_notebook():
 def slow_batch(course: autograde.Course, inbox: Path, n: int, seconds: int) -> list[str]:
     """``n`` solved toy hand-ins, each with a cell that sleeps ``seconds`` (time to kill a worker)."""
     autograde.generate(course)
-    source, release = testing.notebooks(course, LAB)
-    slow = testing.insert_before_tests(testing.solved(release, source), f"import time\ntime.sleep({seconds})")
+    source, release = kit.notebooks(course, LAB)
+    slow = kit.insert_before_tests(kit.solved(release, source), f"import time\ntime.sleep({seconds})")
     students = [f"s{i}" for i in range(n)]
     for student in students:
-        testing.hand_in(inbox, student, LAB, slow)
+        kit.hand_in(inbox, student, LAB, slow)
     autograde.collect(course, inbox)
     return students
 
@@ -202,7 +203,7 @@ def recorded_once(course: autograde.Course, students: list[str]) -> None:
         ids = [s.student.id for s in gb.find_assignment(LAB).submissions]
     assert sorted(ids) == students
     for student in students:
-        assert testing.item_scores(course, LAB, student) == {"test_double": (1, 1), "test_mean": (2, 2)}
+        assert kit.item_scores(course, LAB, student) == {"test_double": (1, 1), "test_mean": (2, 2)}
         log = (course.config_dir / "reports" / "logs" / LAB / f"{student}.log").read_text()
         assert log.count("autograde finished: graded") == 1, log[-500:]
 

@@ -17,8 +17,10 @@ import nbformat
 import pytest
 
 import autograde
-from autograde import audit, scorer, testing
+from autograde import audit, scorer
 from course_utils import checks
+
+import kit
 
 TOY_MODULE = "coursekit_toy_check"
 TOY_SOURCE = '''
@@ -73,15 +75,15 @@ def toy_source() -> nbformat.NotebookNode:
     """A lab with one TODO (a linear model's bias) and one test cell graded with the toy kind."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    setup = testing._cell("code", f"import torch\nfrom torch import nn\nfrom course_utils import grading\nimport {TOY_MODULE}",
+    setup = kit._cell("code", f"import torch\nfrom torch import nn\nfrom course_utils import grading\nimport {TOY_MODULE}",
                           "setup", locked=True)
-    todo = testing._cell("code", textwrap.dedent("""\
+    todo = kit._cell("code", textwrap.dedent("""\
         model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
         nn.init.zeros_(model[1].weight)
         ### BEGIN SOLUTION
         nn.init.zeros_(model[1].bias)
         ### END SOLUTION"""), "model", solution=True)
-    test = testing._cell("code", textwrap.dedent("""\
+    test = kit._cell("code", textwrap.dedent("""\
         grading.hand_in(model, "dim model")
         assert isinstance(model, nn.Module)
         ### BEGIN HIDDEN TESTS
@@ -104,26 +106,26 @@ def test_the_grader_reads_a_new_kind_from_the_source_notebook(toy_kind):
 
 @pytest.mark.slow
 def test_a_toy_lab_graded_with_a_new_kind(toy_kind, tmp_path, mirror):
-    course = testing.copy_course(tmp_path / "course")
+    course = kit.copy_course(tmp_path / "course")
     source = toy_source()
     path = course.folder("source") / "toy_check_lab" / "toy_check_lab.ipynb"
     path.parent.mkdir(parents=True)
     nbformat.write(source, path)
     autograde.generate(course, ["toy_check_lab"])
-    _, release = testing.notebooks(course, "toy_check_lab")
+    _, release = kit.notebooks(course, "toy_check_lab")
     bright = "model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\nnn.init.zeros_(model[1].weight)\n" \
              "nn.init.constant_(model[1].bias, 3.0)"
-    hand_ins = {"good": testing.solved(release, source), "bright": testing.fill(release, {"model": bright}),
-                "patcher": testing.insert_before_tests(testing.fill(release, {"model": bright}),
+    hand_ins = {"good": kit.solved(release, source), "bright": kit.fill(release, {"model": bright}),
+                "patcher": kit.insert_before_tests(kit.fill(release, {"model": bright}),
                                                        "from course_utils import grading\n"
                                                        "grading.expect_at_most = lambda *a, **k: None")}
     for student, nb in hand_ins.items():
-        testing.hand_in(tmp_path / "inbox", student, "toy_check_lab", nb)
+        kit.hand_in(tmp_path / "inbox", student, "toy_check_lab", nb)
     autograde.collect(course, tmp_path / "inbox")
     # Unsandboxed: the sandbox imports only course_utils and autograde, and the toy kind lives elsewhere.
     results = {r.student: r for r in autograde.autograde(course, ["toy_check_lab"], mode="smoke", workers=2,
                                                          sandboxed=False)}
-    points = {s: testing.item_scores(course, "toy_check_lab", s)["test_dim"][0] for s in hand_ins}
+    points = {s: kit.item_scores(course, "toy_check_lab", s)["test_dim"][0] for s in hand_ins}
     assert points == {"good": 1, "bright": 0, "patcher": 0}, {s: r.message for s, r in results.items()}
     scored = {s: r.outside[0] for s, r in results.items()}
     assert scored["good"]["passed"] and scored["good"]["value"] == pytest.approx(0.0)
@@ -134,9 +136,9 @@ def test_a_toy_lab_graded_with_a_new_kind(toy_kind, tmp_path, mirror):
 def test_a_threshold_and_a_label_stated_once_in_a_locked_cell(toy_kind):
     """A lab names its bound and label once (a locked cell); the grader reads the instructor's values."""
     nb = toy_source()
-    nb.cells.insert(1, testing._cell("code", 'NEEDED = grading.threshold(smoke=0.5, laptop=0.25, full=0.2)\n'
+    nb.cells.insert(1, kit._cell("code", 'NEEDED = grading.threshold(smoke=0.5, laptop=0.25, full=0.2)\n'
                                              'LABEL = "dim model"', "constants", locked=True))
-    test = next(c for c in nb.cells if testing.grade_id(c) == "test_dim")
+    test = next(c for c in nb.cells if kit.grade_id(c) == "test_dim")
     test.source = test.source.replace('"dim model"', "LABEL").replace(
         "at_most=grading.threshold(smoke=0.5, laptop=0.5, full=0.5)", "at_most=NEEDED")
     assert scorer.constants(nb, "laptop") == {"NEEDED": 0.25, "LABEL": "dim model"}

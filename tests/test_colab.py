@@ -20,7 +20,8 @@ import pytest
 
 from course_utils import colab
 
-REPO = Path(__file__).resolve().parent.parent
+from kit import REPO
+
 LAB = "lab1_mnist_mlp"
 
 

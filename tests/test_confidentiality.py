@@ -22,47 +22,33 @@ import nbformat
 import pytest
 
 import autograde
-from autograde import publish, sandbox, testing
+from autograde import publish
 
-REPO = Path(__file__).resolve().parent.parent
-LAB = testing.TOY_LAB
+import kit
+
+LAB = kit.TOY_LAB
 TOKEN_VAR = "COURSEKIT_TEST_GRADER_TOKEN"
 pytestmark = pytest.mark.slow
 
 
-def snoop_code(places: list[str]) -> str:
-    """A cell that reports which of ``places`` it can read and whether the grader's token is in its environment."""
-    return f"""
-import json, os
-found = {{}}
-for path in {places!r}:
-    try:
-        found[path] = sorted(os.listdir(path))[:5] if os.path.isdir(path) else open(path).read(200)
-    except OSError as exc:
-        found[path] = None
-found["env"] = os.environ.get({TOKEN_VAR!r})
-print("SNOOP " + json.dumps(found))
-"""
-
-
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory):
-    found = sandbox.support()
-    if not (found.bwrap and found.cgroups):
-        if os.environ.get("COURSE_SANDBOX_REQUIRED"):
-            pytest.fail("; ".join(found.warnings()))
-        pytest.skip("; ".join(found.warnings()))
+def batch(tmp_path_factory) -> kit.Batch:
+    """Toy-lab hand-ins that snoop, print the marker text, fail every hidden check, flood their output or print
+    IPython's history; graded sandboxed with a secret in the grader's environment, then feedback.
+    ``extra``: the feedback pages, the places the snoop tried."""
+    kit.require_sandbox()
     if os.geteuid() != 0:
         pytest.skip("the outside files are made as root")
     root = tmp_path_factory.mktemp("secrets")
-    course = testing.copy_course(root / "course")
-    testing.write_toy_lab(course)
+    course = kit.copy_course(root / "course")
+    kit.write_toy_lab(course)
     subprocess.run(["git", "init", "-q", str(course.root)], check=True)
     subprocess.run(["git", "-C", str(course.root), "add", "solutions"], check=True)
     subprocess.run(["git", "-C", str(course.root), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "s"],
                    check=True)
     autograde.generate(course, [LAB])
-    source, release = testing.notebooks(course, LAB)
+    batch = kit.Batch(course, LAB, *kit.notebooks(course, LAB))
+    source, release = batch.source, batch.release
     token = uuid.uuid4().hex
     secret = Path("/root") / f"coursekit-secret-{token}"
     other = Path("/srv") / f"coursekit-other-course-{token}"
@@ -71,24 +57,24 @@ def batch(tmp_path_factory):
     (other / "solutions").mkdir(parents=True)
     (other / "solutions" / "lab.ipynb").write_text("another course's solutions")
     places = [str(secret), str(other / "solutions"), str(course.root / ".git" / "HEAD"),
-              str(course.folder("source")), str(REPO / ".git" / "HEAD"), str(REPO / "solutions"), "/etc/shadow",
+              str(course.folder("source")), str(kit.REPO / ".git" / "HEAD"), str(kit.REPO / "solutions"), "/etc/shadow",
               str(course.config_dir / "gradebook.db"), str(course.folder("submitted"))]
-    solved = testing.solved(release, source)
-    code = testing.solution_cells(source)
+    solved = kit.solved(release, source)
+    code = kit.solution_cells(source)
     students = {
-        "a_snoop": testing.insert_before_tests(solved, snoop_code(places)),
-        "b_marker": testing.fill(solved, {"double": "# my notes: ### BEGIN HIDDEN TESTS is nbgrader's marker\n"
+        "a_snoop": kit.insert_before_tests(solved, kit.attack("snoop", places=repr(places), token_var=TOKEN_VAR)),
+        "b_marker": kit.fill(solved, {"double": "# my notes: ### BEGIN HIDDEN TESTS is nbgrader's marker\n"
                                                     + code["double"]}),
         # right on every visible check, wrong on every hidden one
-        "c_wrong": testing.fill(solved, {"double": "def double(x):\n    return 2 * abs(x)",
+        "c_wrong": kit.fill(solved, {"double": "def double(x):\n    return 2 * abs(x)",
                                          "mean": "def mean(values):\n    return sum(values) / len(values) if "
                                                  "len(values) > 1 else 0.0"}),
-        "d_printer": testing.insert_before_tests(solved, "for _ in range(12):\n    print('x' * (1 << 20))"),
+        "d_printer": kit.insert_before_tests(solved, kit.attack("output_flood")),
         # runs after the first test cell and prints what the kernel kept of it (IPython's input history)
-        "e_history": testing.fill(solved, {"mean": code["mean"] + "\nprint('\\n'.join(In))"}),
+        "e_history": kit.fill(solved, {"mean": code["mean"] + "\nprint('\\n'.join(In))"}),
     }
     for student, nb in students.items():
-        testing.hand_in(root / "inbox", student, LAB, nb)
+        kit.hand_in(root / "inbox", student, LAB, nb)
     autograde.collect(course, root / "inbox")
     os.environ[TOKEN_VAR] = token  # in the grader's environment, as an instructor's exported credential would be
     try:
@@ -98,7 +84,9 @@ def batch(tmp_path_factory):
         os.environ.pop(TOKEN_VAR)
         secret.unlink()
         shutil.rmtree(other)
-    yield course, source, {r.student: r for r in results}, pages, places
+    batch.results = {r.student: r for r in results}
+    batch.extra.update(pages=pages, places=places)
+    yield batch
 
 
 def graded(course, student) -> str:
@@ -111,53 +99,44 @@ def feedback_page(course, student) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
-def full_marks(course, student) -> bool:
-    return all(got == most for got, most in testing.item_scores(course, LAB, student).values())
-
-
 def test_a_snooping_hand_in_finds_nothing_and_keeps_its_marks(batch):
-    course, _, results, _, places = batch
-    texts = [out.get("text", "") for cell in nbformat.reads(graded(course, "a_snoop"), as_version=4).cells
+    texts = [out.get("text", "") for cell in nbformat.reads(graded(batch.course, "a_snoop"), as_version=4).cells
              for out in cell.get("outputs", [])]
     printed = [line for text in texts for line in text.splitlines() if line.startswith("SNOOP ")]
     assert printed, "the snooping cell did not run"
     found = json.loads(printed[0][len("SNOOP "):])
-    assert found == dict.fromkeys([*places, "env"]), found
-    assert results["a_snoop"].status == "graded" and full_marks(course, "a_snoop"), results["a_snoop"]
+    assert found == dict.fromkeys([*batch.extra["places"], "env"]), found
+    assert batch.results["a_snoop"].status == "graded" and batch.full_marks("a_snoop"), batch.results["a_snoop"]
 
 
 def test_every_hand_in_gets_a_feedback_page(batch):
-    _, _, results, pages, _ = batch
-    assert sorted(p.parent.parent.name for p in pages) == sorted(results)
+    assert sorted(p.parent.parent.name for p in batch.extra["pages"]) == sorted(batch.results)
 
 
 def test_a_cell_holding_the_marker_text_gets_its_page_and_a_line_in_the_report(batch):
-    course, _, results, _, _ = batch
-    assert "BEGIN HIDDEN TESTS is nbgrader" in feedback_page(course, "b_marker")
-    assert full_marks(course, "b_marker")
-    assert "double of the hand-in hold nbgrader's hidden-test marker text" in results["b_marker"].message
-    assert "marker text" in (course.config_dir / "reports" / f"{LAB}.html").read_text()
+    assert "BEGIN HIDDEN TESTS is nbgrader" in feedback_page(batch.course, "b_marker")
+    assert batch.full_marks("b_marker")
+    assert "double of the hand-in hold nbgrader's hidden-test marker text" in batch.results["b_marker"].message
+    assert "marker text" in (batch.course.config_dir / "reports" / f"{LAB}.html").read_text()
 
 
 def test_feedback_of_failed_hidden_checks_shows_messages_not_source(batch):
-    course, source, results, _, _ = batch
-    scores = testing.item_scores(course, LAB, "c_wrong")
+    scores = kit.item_scores(batch.course, LAB, "c_wrong")
     assert scores["test_double"][0] == 0 and scores["test_mean"][0] == 0, scores  # the hidden checks failed
-    lines = publish.hidden_lines(source)
+    lines = publish.hidden_lines(batch.source)
     assert len(lines) == 2, lines  # the toy lab's two hidden asserts
-    for student in results:
-        page = feedback_page(course, student)
+    for student in batch.results:
+        page = feedback_page(batch.course, student)
         leaked = [line for line in lines if line in page]
         assert not leaked, f"{student}'s feedback shows hidden test source: {leaked}"
-    assert "hidden: one value" in feedback_page(course, "c_wrong")  # the check's own message is shown
-    assert "print('\\n'.join(In))" in feedback_page(course, "e_history")  # the history printer ran
-    assert publish.HIDDEN_LINE in feedback_page(course, "e_history")
+    assert "hidden: one value" in feedback_page(batch.course, "c_wrong")  # the check's own message is shown
+    assert "print('\\n'.join(In))" in feedback_page(batch.course, "e_history")  # the history printer ran
+    assert publish.HIDDEN_LINE in feedback_page(batch.course, "e_history")
 
 
 def test_output_is_capped_in_the_graded_notebook_and_the_feedback(batch):
-    course, *_ = batch
-    assert full_marks(course, "d_printer")
-    notebook = course.folder("autograded") / "d_printer" / LAB / f"{LAB}.ipynb"
+    assert batch.full_marks("d_printer")
+    notebook = batch.course.folder("autograded") / "d_printer" / LAB / f"{LAB}.ipynb"
     assert notebook.stat().st_size < 3 << 20, notebook.stat().st_size  # it printed 12 MiB
     assert "output cut by the grader" in notebook.read_text()
-    assert (course.folder("feedback") / "d_printer" / LAB / f"{LAB}.html").stat().st_size < 4 << 20
+    assert (batch.course.folder("feedback") / "d_printer" / LAB / f"{LAB}.html").stat().st_size < 4 << 20

@@ -7,13 +7,13 @@ tests/test_data.py (every registered dataset decodes to its record), tests/test_
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from course_utils import data, modes
 
-REPO = Path(__file__).resolve().parent.parent
+from kit import REPO
+
 LABS = sorted(p.parent.name for p in (REPO / "solutions").glob("*/*.ipynb") if p.stem == p.parent.name)
 README = (REPO / "README.md").read_text()
 

@@ -13,7 +13,8 @@ import pytest
 
 from autograde import exchange
 from autograde.course import GradingError
-from autograde.testing import TOY_LAB, copy_course, write_toy_lab
+
+from kit import TOY_LAB, copy_course, write_toy_lab
 
 UTC = dt.timezone.utc
 

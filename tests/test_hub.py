@@ -13,7 +13,7 @@ One test walks the whole loop for lab 1 (smoke mode), with a screenshot of each 
    (``exchange feedback``); both score full marks, so B's second version is the one graded;
 5. student A fetches the feedback from the Assignment List; its page shows the score.
 
-The hub (``tests/hub_support.py``) runs on 127.0.0.1 with users made for the test (removed
+The hub (``tests/kit/hub.py``) runs on 127.0.0.1 with users made for the test (removed
 afterwards), DummyAuthenticator and local single-user servers running as the students. Every step
 has a time limit; the hub, its servers, the browser and the users are cleaned up by the fixtures'
 finalizers, also when the test fails.
@@ -32,11 +32,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import hub_support
-from autograde.testing import copy_course, solved
-from test_browser_labs import SCREENSHOTS, NotebookPage, browser, errors_in, first_todo, step  # noqa: F401
+from kit import REPO, copy_course, solved
+from kit import hub as hub_support
+from kit.browser import SCREENSHOTS, NotebookPage, errors_in, first_todo, step
 
-REPO = Path(__file__).resolve().parent.parent
 LAB = "lab1_mnist_mlp"
 LOGIN_S = hub_support.SERVER_READY_S
 LIST_S = 60          # the Assignment List shows a lab / a submission / feedback
@@ -266,7 +265,7 @@ def test_a_term_on_the_hub(hub_world, browser):  # noqa: F811 (browser: the fixt
     lap("collected")
     out = run_autograde(hub_world, "autograde", LAB, "--mode", "smoke", "--workers", "2")
     print(out)
-    from autograde.testing import item_scores
+    from kit import item_scores
     scores = {u: item_scores(hub_world["course"], LAB, u) for u in (a, b)}
     for user, items in scores.items():
         got, most = sum(s for s, _ in items.values()), sum(m for _, m in items.values())

@@ -36,10 +36,12 @@ import nbformat
 import pytest
 
 import autograde
-from autograde import testing
+
 from course_utils import modes, validation
 
-REPO = Path(__file__).resolve().parent.parent
+from kit import REPO
+import kit
+
 LABS = autograde.Course(REPO).labs()
 # Labs whose mutants are also graded end to end. Grading runs whole notebooks, the costly part; the visible
 # checks that catch a mistake when validating are the same code when grading, so for labs 2 to 5 validation
@@ -67,7 +69,7 @@ def mutants(lab: str) -> list[Mutant]:
     out = []
     for path in sorted((fixtures(lab) / "mutants").glob("*.py")):
         text = path.read_text()
-        mutant = Mutant(path.stem, testing.load_alternative(path), "")
+        mutant = Mutant(path.stem, kit.load_alternative(path), "")
         for key, value in _HEADER.findall(text):
             if key == "Mistake":
                 mutant.mistake += value
@@ -85,7 +87,7 @@ def mutants(lab: str) -> list[Mutant]:
 
 def controls(lab: str) -> dict[str, dict[str, str]]:
     """Further correct solutions: ``alternative_<style>.py`` -> their TODO cells."""
-    return {path.stem: testing.load_alternative(path) for path in sorted(fixtures(lab).glob("alternative_*.py"))}
+    return {path.stem: kit.load_alternative(path) for path in sorted(fixtures(lab).glob("alternative_*.py"))}
 
 
 def pack(found: list[Mutant]) -> list[list[Mutant]]:
@@ -108,19 +110,19 @@ def handin_names(handins: list[list[Mutant]]) -> list[str]:
 
 def build(release, source, handin: list[Mutant]) -> nbformat.NotebookNode:
     code = {gid: src for mutant in handin for gid, src in mutant.code.items()}
-    return testing.fill(testing.solved(release, source), code)
+    return kit.fill(kit.solved(release, source), code)
 
 
 def cut_after(nb: nbformat.NotebookNode, cells: set[str]) -> nbformat.NotebookNode:
-    last = max(i for i, cell in enumerate(nb.cells) if testing.grade_id(cell) in cells)
+    last = max(i for i, cell in enumerate(nb.cells) if kit.grade_id(cell) in cells)
     out = nbformat.from_dict(nbformat.reads(nbformat.writes(nb), as_version=4))
     out.cells = out.cells[:last + 1]
     return out
 
 
 def lab_notebooks(lab: str):
-    return (testing.read(REPO / "solutions" / lab / f"{lab}.ipynb"),
-            testing.read(REPO / "notebooks" / lab / f"{lab}.ipynb"))
+    return (kit.read(REPO / "solutions" / lab / f"{lab}.ipynb"),
+            kit.read(REPO / "notebooks" / lab / f"{lab}.ipynb"))
 
 
 def squash(text: str) -> str:
@@ -134,8 +136,8 @@ def test_each_lab_lists_its_typical_mistakes_against_existing_cells(lab):
     found = mutants(lab)
     assert found, f"tests/fixtures/{lab}/mutants/ holds no typical mistakes"
     source, release = lab_notebooks(lab)
-    todos = {testing.grade_id(c) for c in release.cells if testing.is_todo(c)}
-    items = {testing.grade_id(c) for c in source.cells if testing.grade_id(c)}
+    todos = {kit.grade_id(c) for c in release.cells if kit.is_todo(c)}
+    items = {kit.grade_id(c) for c in source.cells if kit.grade_id(c)}
     for mutant in found:
         assert mutant.mistake, f"{mutant.name}: no '# Mistake:' line"
         assert set(mutant.code) <= todos, f"{mutant.name}: changes cells that are no TODO: {set(mutant.code) - todos}"
@@ -178,7 +180,7 @@ class _MutantLab:
                 nbformat.write(cut_after(build(release, source, handin), cells), folder / f"{name}.ipynb")
                 names.append(name)
         for name, code in controls(self.lab).items():
-            nbformat.write(testing.fill(testing.solved(release, source), code), folder / f"{name}.ipynb")
+            nbformat.write(kit.fill(kit.solved(release, source), code), folder / f"{name}.ipynb")
             names.append(name)
         reports = validate_all(folder, names)
         assert sorted(reports) == sorted(names), f"validated {sorted(reports)}, expected {sorted(names)}"
@@ -200,15 +202,15 @@ class _MutantLab:
     def test_grading_takes_points_for_each_mistake(self, tmp_path):
         if self.lab not in GRADED_LABS:
             pytest.skip(f"{self.lab}'s mutants are validated, not graded (CI time)")
-        course = testing.copy_course(tmp_path, [self.lab])
+        course = kit.copy_course(tmp_path, [self.lab])
         autograde.generate(course, [self.lab])
-        source, release = testing.notebooks(course, self.lab)
+        source, release = kit.notebooks(course, self.lab)
         handins = pack(mutants(self.lab))
         inbox = course.root / "inbox"
         for handin, name in zip(handins, handin_names(handins)):
-            testing.hand_in(inbox, name, self.lab, build(release, source, handin))
+            kit.hand_in(inbox, name, self.lab, build(release, source, handin))
         for name, code in controls(self.lab).items():
-            testing.hand_in(inbox, name, self.lab, testing.fill(testing.solved(release, source), code))
+            kit.hand_in(inbox, name, self.lab, kit.fill(kit.solved(release, source), code))
         autograde.collect(course, inbox)
         results = {r.student: r for r in autograde.autograde(course, [self.lab], mode="smoke", workers=2)}
         problems = []
@@ -216,17 +218,17 @@ class _MutantLab:
             if results[student].status != "graded":
                 problems.append(f"{student}: {results[student].message}")
                 continue
-            scores = testing.item_scores(course, self.lab, student)
+            scores = kit.item_scores(course, self.lab, student)
             for mutant in handin:
                 kept = [item for item in mutant.grading if scores[item][0] >= scores[item][1]]
                 if kept:
                     problems.append(f"{mutant.name} ({mutant.mistake}): full points for {kept}; scores {scores}, "
-                                    f"errors {testing.cell_errors(course, self.lab, student)}")
+                                    f"errors {kit.cell_errors(course, self.lab, student)}")
         for name in controls(self.lab):
-            scores = testing.item_scores(course, self.lab, name)
+            scores = kit.item_scores(course, self.lab, name)
             if results[name].status != "graded" or any(got < most for got, most in scores.values()):
                 problems.append(f"{name} (a correct solution): {results[name].message}; scores {scores}, "
-                                f"errors {testing.cell_errors(course, self.lab, name)}")
+                                f"errors {kit.cell_errors(course, self.lab, name)}")
         assert not problems, "\n".join(problems)
 
 

@@ -12,7 +12,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parent.parent
+from kit import REPO
+
 spec = importlib.util.spec_from_file_location("pin_requirements", REPO / "scripts" / "pin_requirements.py")
 pin = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pin)
@@ -123,7 +124,7 @@ def test_every_import_is_declared(folder):
     """Each third-party module a folder imports comes from a package pyproject.toml declares for it."""
     groups = FOLDERS[folder]
     allowed = declared(*groups)
-    local = {"course_utils", "autograde", "conftest"} | {p.stem for p in (REPO / "tests").glob("*.py")}
+    local = {"course_utils", "autograde", "conftest", "kit"} | {p.stem for p in (REPO / "tests").glob("*.py")}
     dists = metadata.packages_distributions()
     undeclared = {}
     for path in sorted((REPO / folder).rglob("*.py")) + sorted((REPO / folder).rglob("*.ipynb")):

@@ -19,7 +19,8 @@ from autograde import sandbox, scorer
 from autograde.course import Course
 from course_utils import checks, grading
 
-REPO = Path(__file__).resolve().parent.parent
+from kit import REPO
+
 FOUND = sandbox.support()
 
 

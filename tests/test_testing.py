@@ -1,10 +1,12 @@
-"""autograde.testing: filling released notebooks by grade_id."""
+"""The test kit (tests/kit/): filling released notebooks by grade_id, the attack cells."""
 from __future__ import annotations
 
 import nbformat
 import pytest
 
-from autograde import testing
+import kit
+
+
 
 
 def _cell(source, **meta):
@@ -27,7 +29,7 @@ def _notebooks():
 
 def test_solved_puts_the_solution_back_without_markers():
     source, release = _notebooks()
-    filled = testing.solved(release, source)
+    filled = kit.solved(release, source)
     assert filled.cells[0].source == "def f(x):\n    return 2 * x"
     assert filled.cells[1].source == "assert f(2) == 4"
     assert "NotImplementedError" in release.cells[0].source  # the original is untouched
@@ -38,12 +40,27 @@ def test_solved_puts_the_solution_back_without_markers():
 def test_alternative_fixture_blocks(tmp_path):
     path = tmp_path / "alternative.py"
     path.write_text("# %% grade_id: f\nf = lambda x: x + x\n\n# %% grade_id: g\nimport math\n")
-    code = testing.load_alternative(path)
+    code = kit.load_alternative(path)
     assert code == {"f": "f = lambda x: x + x\n", "g": "import math\n"}
     _, release = _notebooks()
     with pytest.raises(KeyError, match="'g'"):
-        testing.fill(release, code)
-    assert testing.fill(release, {"f": code["f"]}).cells[0].source == code["f"]
+        kit.fill(release, code)
+    assert kit.fill(release, {"f": code["f"]}).cells[0].source == code["f"]
     (tmp_path / "empty.py").write_text("print('no blocks')\n")
     with pytest.raises(ValueError, match="grade_id"):
-        testing.load_alternative(tmp_path / "empty.py")
+        kit.load_alternative(tmp_path / "empty.py")
+
+
+def test_attack_cells_are_files_filled_by_name():
+    """Every attack under tests/fixtures/attacks/ is valid Python once its $names are given; a missing one is named."""
+    names = sorted(p.stem for p in kit.ATTACKS.glob("*.py"))
+    assert {"grader_patch", "vandal", "snoop", "memory_hog", "process_bomb", "output_flood"} <= set(names)
+    values = {"root": "/course", "submitted": "/course/submitted", "config_dir": "/course/autograde",
+              "places": repr(["/etc/shadow"]), "token_var": "TOKEN"}
+    for name in names:
+        code = kit.attack(name, **values)
+        compile(code, name, "exec")
+        assert "$" not in code, name
+    assert '"/course/submitted" + "/*/*/*.ipynb"' in kit.attack("vandal", **values)
+    with pytest.raises(KeyError, match="submitted"):
+        kit.attack("vandal", root="/course")

@@ -19,10 +19,10 @@ import nbformat
 import pytest
 
 from autograde.config import TIME_LIMITS
-from autograde.testing import solved
 from course_utils import modes, validation
 
-REPO = Path(__file__).resolve().parent.parent
+from kit import REPO, solved
+
 LAB = "lab1_mnist_mlp"
 # A passing notebook's last line (course_utils.validation.verdict), in place of nbgrader's bare "Success!".
 SUCCESS = validation.VERDICT_START

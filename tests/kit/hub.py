@@ -33,13 +33,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit import REPO
+
 try:  # the hub process imports this module for its spawner; the tests import it without jupyterhub too
     from jupyterhub.spawner import LocalProcessSpawner
     from traitlets import List, Unicode
 except ImportError:  # pragma: no cover - the tests skip (or fail in CI) with problem() first
     LocalProcessSpawner = object
 
-REPO = Path(__file__).resolve().parent.parent
 HUB_START_S = 60      # the hub answers its API
 SERVER_READY_S = 120  # a student's server is ready (login to JupyterLab: about 4 s on an idle machine)
 USER_PREFIX = "ckhub"
@@ -229,9 +230,9 @@ def hub_config(work: Path, *, port: int, token: str, users: list[str], environme
     """jupyterhub_config.py: the settings of the test's hub (autograde/README.md quotes them)."""
     hub_port, proxy_port = free_port(), free_port()
     singleuser = str(Path(sys.executable).parent / "jupyterhub-singleuser")
-    return f"""# The test hub (tests/hub_support.py): every address on 127.0.0.1, state in {work}.
+    return f"""# The test hub (tests/kit/hub.py): every address on 127.0.0.1, state in {work}.
 import sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
 c = get_config()  # noqa: F821
 c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
@@ -247,7 +248,7 @@ c.JupyterHub.cleanup_proxy = True
 # SharedPasswordAuthenticator.user_password replaces it), but only from the users made for the test.
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allowed_users = {set(users)!r}
-c.JupyterHub.spawner_class = "hub_support.NamespaceSpawner"
+c.JupyterHub.spawner_class = "kit.hub.NamespaceSpawner"
 c.NamespaceSpawner.hide = {hide!r}
 c.NamespaceSpawner.expose = {expose!r}
 c.Spawner.cmd = [{singleuser!r}]

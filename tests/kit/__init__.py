@@ -1,12 +1,17 @@
-"""Throwaway courses and synthetic submissions, for the grading tests and benchmarks (and dry runs).
+"""The test kit: throwaway courses, synthetic hand-ins and the attack cells, for the tests and benchmarks.
 
-Nothing here touches the repository's own autograde/ folders.
+Not part of the installed package. The tests load it through ``tests/conftest.py``
+(``pytest_plugins``, whose fixtures are in :mod:`kit.plugin`); a benchmark puts ``tests/`` on
+``sys.path``. :data:`REPO` is the one place that knows where the repository is. Nothing here
+touches the repository's own autograde/ folders.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import string
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -16,27 +21,25 @@ from nbgrader import utils
 from course_utils import modes
 from course_utils.grading import EXPORT_VAR
 
-from .config import GRADING_MODE_VAR
-from .course import REPO, Course
-from .gradebook import item_scores as _item_scores
-from .sandbox import SANDBOX_VAR
+from autograde.config import GRADING_MODE_VAR
+from autograde.course import Course
+from autograde.gradebook import item_scores as _item_scores
+from autograde.sandbox import SANDBOX_VAR
 
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+ATTACKS = FIXTURES / "attacks"
 TOY_LAB = "toy_lab"
 _MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
 _BLOCK = re.compile(r"^# %% grade_id:\s*(\S+)\s*$", re.MULTILINE)
-# Rebinds the grading helpers and turns every optimiser step into a no-op: every in-kernel check
-# passes and every model stays untrained. The grader must give it no accuracy points.
-GRADER_PATCH = """
-import torch
-from course_utils import checks, grading
-def _nothing(*args, **kwargs):
-    return 1.0
-for _name in ("check", *(c.function for c in checks.CHECKS.values()), "test_accuracy", "test_reconstruction_error",
-              "expect_at_least", "expect_at_most", "expect_close", "expect_shape"):
-    setattr(grading, _name, _nothing)
-for _cls in [torch.optim.Optimizer, *torch.optim.Optimizer.__subclasses__()]:
-    _cls.step = lambda self, closure=None: None
-"""
+
+
+def attack(name: str, **values: object) -> str:
+    """The code of the attack cell ``tests/fixtures/attacks/<name>.py``, with its ``$names`` filled from ``values``.
+
+    Raises KeyError naming a ``$name`` the file uses and ``values`` does not give.
+    """
+    return string.Template((ATTACKS / f"{name}.py").read_text()).substitute({k: str(v) for k, v in values.items()})
 
 
 def copy_course(dest: Path, labs: list[str] | None = None, src: Path = REPO) -> Course:
@@ -64,8 +67,9 @@ def _cell(kind: str, source: str, grade_id: str | None = None, tags: list[str] |
     return cell
 
 
-def write_toy_lab(course: Course, lab: str = TOY_LAB) -> Path:
-    """A tiny nbgrader lab (two TODOs worth 1 and 2 points, no torch) under solutions/ for fast tests."""
+def write_toy_lab(course: Course, lab: str = TOY_LAB, *, written: bool = False) -> Path:
+    """A tiny nbgrader lab (two TODOs worth 1 and 2 points, no torch) under solutions/ for fast tests;
+    ``written`` adds a written answer (a markdown cell graded by hand, grade_id ``written``, 2 points)."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
@@ -85,6 +89,9 @@ def write_toy_lab(course: Course, lab: str = TOY_LAB) -> Path:
                       "### BEGIN HIDDEN TESTS\nassert mean([0.5]) == 0.5, 'hidden: one value'\n"
                       "### END HIDDEN TESTS", "test_mean", grade=True, locked=True, points=2),
     ]
+    if written:
+        nb.cells += [_cell("markdown", "Why does `mean` divide by `len(values)`? Answer below."),
+                     _cell("markdown", "YOUR ANSWER HERE", "written", grade=True, solution=True, points=2)]
     path = course.folder("source") / lab / f"{lab}.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
@@ -218,3 +225,119 @@ def run_as_student(nb: NotebookNode, folder: Path, lab: str, mode: str, timeout:
     path = folder / f"{lab}.ipynb"
     nbformat.write(nb, path)
     return path
+
+
+# --------------------------------------------------------------------------- graded batches
+
+@dataclass
+class Batch:
+    """A graded batch: the course, the lab's source and released notebooks, and the results by student."""
+
+    course: Course
+    lab: str
+    source: NotebookNode
+    release: NotebookNode
+    results: dict = field(default_factory=dict)   # student -> autograde.pipeline.Result
+    export: Path | None = None                    # the grades CSV, when the batch exported one
+    extra: dict = field(default_factory=dict)     # what a test module adds (digests, specs, ...)
+
+    def scores(self, student: str) -> dict[str, tuple[float, float]]:
+        """``grade_id -> (auto_score, max_score)`` of one student's autograded items."""
+        return item_scores(self.course, self.lab, student)
+
+    def explain(self, student: str) -> str:
+        """One student's item scores and cell errors, for assertion messages."""
+        return f"{student}: scores {self.scores(student)}, errors {cell_errors(self.course, self.lab, student)}"
+
+    def full_marks(self, student: str) -> bool:
+        scores = self.scores(student)
+        return bool(scores) and all(got == most for got, most in scores.values())
+
+
+def require_sandbox() -> None:
+    """Skip the calling test without the grading sandbox and its limits; fail instead with COURSE_SANDBOX_REQUIRED."""
+    import pytest
+
+    from autograde import sandbox
+
+    found = sandbox.support()
+    if not (found.bwrap and found.cgroups):
+        message = "; ".join(found.warnings())
+        if os.environ.get("COURSE_SANDBOX_REQUIRED"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def generated_course(folder: Path, lab: str) -> Batch:
+    """A throwaway course in ``folder`` with ``lab`` generated (a toy lab when ``lab`` is :data:`TOY_LAB`)."""
+    from autograde import release
+
+    course = copy_course(folder, [] if lab == TOY_LAB else [lab])
+    if lab == TOY_LAB:
+        write_toy_lab(course)
+    release.generate(course, [lab])
+    return Batch(course, lab, *notebooks(course, lab))
+
+
+def grade_batch(batch: Batch, hand_ins: dict[str, NotebookNode | str], **options) -> Batch:
+    """Hand in, collect and autograde ``hand_ins`` (student -> notebook or raw text) in ``batch``'s course.
+
+    ``options`` go to :func:`autograde.autograde` (mode defaults to smoke); the results are added to
+    ``batch.results``.
+    """
+    import autograde
+
+    inbox = batch.course.root / "inbox"
+    for student, nb in hand_ins.items():
+        hand_in(inbox, student, batch.lab, nb)
+    autograde.collect(batch.course, inbox, update=True)
+    options.setdefault("mode", "smoke")
+    results = autograde.autograde(batch.course, [batch.lab], students=list(hand_ins), **options)
+    batch.results |= {r.student: r for r in results}
+    return batch
+
+
+def bad_hand_ins(batch: Batch) -> dict[str, NotebookNode | str]:
+    """A real lab's class of troublemakers (student id -> notebook, or raw text), with two good hand-ins.
+
+    Every way a hand-in can go wrong short of the grader's own faults: a crash, an endless loop, a syntax
+    error in the last TODO, deleted and edited tests, a truncated file, hard-coded accuracies, and the
+    attacks under ``tests/fixtures/attacks/`` (vandal, grader patch, memory hog, process bomb).
+    """
+    course, source, release = batch.course, batch.source, batch.release
+    good = solved(release, source)
+    code = solution_cells(source)
+    last = [grade_id(c) for c in release.cells if is_todo(c)][-1]
+
+    deleted = nbformat.from_dict(nbformat.reads(nbformat.writes(good), as_version=4))
+    deleted.cells.remove(next(c for c in deleted.cells if is_test(c)))
+    edited = nbformat.from_dict(nbformat.reads(nbformat.writes(good), as_version=4))
+    for cell in edited.cells:
+        if is_test(cell):
+            cell.source = "# I removed the tests\npass"
+    text = nbformat.writes(good)
+
+    # Claims a high accuracy without any working code: every accuracy-like name the lab assigns.
+    all_code = "\n".join(c.source for c in source.cells if c.cell_type == "code")
+    names = sorted(set(re.findall(r"^\s*([A-Za-z_]\w*acc\w*)\s*=", all_code, re.M | re.I)) | {"accuracy", "test_acc"})
+    hardcoded = nbformat.from_dict(nbformat.reads(nbformat.writes(release), as_version=4))
+    for i in reversed([i for i, c in enumerate(hardcoded.cells) if is_test(c)]):
+        hardcoded.cells.insert(i, nbformat.v4.new_code_cell("\n".join(f"{n} = 0.99" for n in names)))
+
+    vandal = attack("vandal", root=course.root, submitted=course.folder("submitted"), config_dir=course.config_dir)
+    return {
+        "a_good": good,
+        "b_raises": fill(good, {last: 'raise RuntimeError("my code is broken")\n' + code[last]}),
+        # (sleeps in its loop: the toy lab's test covers a busy one; this one spares CI's CPU)
+        "c_loops": fill(good, {last: "import time\nwhile True:\n    time.sleep(0.2)\n" + code[last]}),
+        "d_syntax": fill(good, {last: code[last] + "\ndef broken(:\n    pass\n"}),
+        "e_deleted_test": deleted,
+        "f_edited_tests": edited,
+        "g_truncated": text[: len(text) // 2],
+        "h_hardcoded": hardcoded,
+        "i_vandal": insert_before_tests(good, vandal),
+        "j_patcher": insert_before_tests(good, attack("grader_patch")),
+        "k_memory_hog": insert_before_tests(good, attack("memory_hog")),
+        "l_process_bomb": insert_before_tests(good, attack("process_bomb")),
+        "z_good": good,
+    }
