@@ -7,7 +7,9 @@ Modules, one concern each: ``course`` (the course folder and settings),
 ``sandbox`` (the allowlist sandbox: bubblewrap, the grading user, cgroups),
 ``kernel`` (the kernel manager nbgrader uses), ``execute`` (nbgrader's Execute
 step, hardened), ``scorer`` (scores computed outside the kernel),
-``gradebook`` (merging results), ``report``, ``publish`` (feedback / export), ``cli``.
+``gradebook`` (merging results), ``report`` and ``classstate`` (the class's state),
+``publish`` (feedback / export), ``term`` (due dates, late policy), ``lms`` (grade
+export for Canvas and Moodle), ``similarity`` (similar hand-ins), ``exchange``, ``cli``.
 """
 from .collect import collect
 from .course import REPO, Course, GradingError, read_settings, tool_env

@@ -7,6 +7,9 @@
         [--handed-in [--audit SHARE]]            ... or score the weights handed in, re-training a sample
     python -m autograde feedback [LAB ...]       HTML feedback per student in autograde/feedback/
     python -m autograde export [--to FILE]       all grades as CSV (default autograde/grades.csv)
+        [--lms canvas|moodle]                    ... or as the LMS's grade import CSV (roster: autograde/term.toml)
+    python -m autograde similar [LAB ...]        pairs of similar hand-ins in submitted/ (autograde/reports/<lab>-similar.html)
+        [--threshold SHARE]
     python -m autograde exchange ACTION          on a JupyterHub: setup, release LAB, collect, feedback (nbgrader's exchange)
 
 Exit status: 0 when all went well, 1 when something needs the instructor's
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from course_utils.modes import MODES
 
-from . import config, exchange, pipeline, publish, release
+from . import config, exchange, pipeline, publish, release, similarity
 from .collect import collect
 from .config import parse_size
 from .course import REPO, Course, GradingError
@@ -36,6 +39,31 @@ def _print_result(result: pipeline.Result) -> None:
         points = f"{result.score:g}/{result.max_score:g} points kept; " if result.score is not None else ""
         text = f"ERROR: {points}{result.message}  (log: {result.log})"
     print(f"{result.student:>16} {result.lab:<28} {text}", flush=True)
+
+
+def _share(text: str) -> float:
+    """A share in (0, 1] for --threshold, else argparse's usage error (exit 2)."""
+    try:
+        return similarity.check_threshold(float(text))
+    except (ValueError, config.SettingError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a share between 0 and 1, e.g. "
+                                         f"{config.SIMILARITY_THRESHOLD}") from exc
+
+
+def _similar(course: Course, labs: list[str], threshold: float) -> int:
+    """Print each lab's pairs at or above ``threshold`` and write its page; 1 when any pair is listed."""
+    found = False
+    for lab in course.pick_labs(labs):
+        result = similarity.compare(course, lab, threshold)
+        for p in result.flagged:
+            print(f"{lab:<28} {p.first.student:>16} {p.second.student:>16}  {p.first_share:4.0%} / "
+                  f"{p.second_share:4.0%} similar")
+        for s in result.skipped:
+            print(f"{lab:<28} {s.student:>16} not compared: {s.reason}")
+        print(f"{lab:<28} {len(result.hand_ins)} hand-in(s) compared, {len(result.flagged)} pair(s) at or above "
+              f"{threshold:.0%}: {similarity.write_page(course, lab, result)}")
+        found = found or bool(result.flagged)
+    return 1 if found else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,7 +108,15 @@ def parser() -> argparse.ArgumentParser:
                         "and flag scores the re-training does not reproduce")
     s.add_argument("--audit-seed", type=int, help="seed for choosing the audited hand-ins (default: unpredictable)")
     s = steps.add_parser("export", help="grades as CSV")
-    s.add_argument("--to", type=Path, help="output file (default: autograde/grades.csv)")
+    s.add_argument("--to", type=Path, help="output file (default: autograde/grades.csv, with --lms "
+                                           "autograde/grades-LMS.csv)")
+    s.add_argument("--lms", choices=["canvas", "moodle"], help="the LMS's grade import CSV, from the roster named "
+                                                               "in autograde/term.toml and the gradebook")
+    s = steps.add_parser("similar", help="list pairs of similar hand-ins (solution cells, template removed)")
+    s.add_argument("labs", nargs="*", help="lab ids (default: all)")
+    s.add_argument("--threshold", type=_share, default=config.SIMILARITY_THRESHOLD, metavar="SHARE",
+                   help="list a pair when this share of one hand-in's code matches the other's "
+                        f"(default: {config.SIMILARITY_THRESHOLD})")
     exchange.add_parser(steps)  # python -m autograde exchange setup|release|collect|feedback (a JupyterHub)
     return p
 
@@ -102,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.step == "collect":
         rows = collect(course, args.folder, update=args.update)
         for row in rows:
-            print(f"{row['student']:>16} {row['lab']:<28} {row['status']:<9} {row['message']}")
+            text = "; ".join(t for t in (row["message"], row.get("late", "")) if t)
+            print(f"{row['student']:>16} {row['lab']:<28} {row['status']:<9} {text}".rstrip())
         if not rows:
             print(f"no submissions found in {args.folder} (expected <student>/<lab>/<lab>.ipynb)")
         return 1 if any(r["status"] == "skipped" or r["message"] for r in rows) else 0
@@ -120,7 +157,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.step == "exchange":
         return exchange.run(course, args)
     elif args.step == "export":
+        if args.lms:  # the LMS's import CSV (autograde/lms.py)
+            from . import lms
+
+            return lms.run(course, args.lms, args.to)
         publish.export(course, args.to)
+    elif args.step == "similar":
+        return _similar(course, args.labs, args.threshold)
     return 0
 
 

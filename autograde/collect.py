@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 
+from . import term
 from .config import MAX_HANDIN_BYTES
 from .course import IGNORED, STUDENT_ID, Course, GradingError
 
@@ -48,7 +49,8 @@ def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]
     copied (a link could make the grader read or overwrite other files), nor
     one larger than ``MAX_HANDIN_BYTES`` (the notebook and its ``weights/``
     take a few MB).
-    Returns one row per student and lab folder: ``student, lab, status, message``.
+    Returns one row per student and lab folder: ``student, lab, status, message, late``; ``late`` says how
+    late a hand-in came by its ``timestamp.txt`` and ``autograde/term.toml`` (empty when on time or not due).
     """
     folder = Path(folder).resolve()
     if not folder.is_dir():
@@ -56,10 +58,11 @@ def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]
     labs = set(course.labs())
     submitted = course.folder("submitted")
     rows = []
+    the_term = term.load(course)  # due dates: a late hand-in's row says so ("late")
     for student_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         student = student_dir.name
         for lab_dir in sorted(p for p in student_dir.iterdir() if p.is_dir()):
-            row = {"student": student, "lab": lab_dir.name, "status": "collected", "message": ""}
+            row = {"student": student, "lab": lab_dir.name, "status": "collected", "message": "", "late": ""}
             rows.append(row)
             notebook = lab_dir / f"{lab_dir.name}.ipynb"
             dest = submitted / student / lab_dir.name
@@ -89,4 +92,7 @@ def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]
                     (dest / "timestamp.txt").write_text(mtime.isoformat())
             if row["status"] in ("collected", "updated", "unchanged") and (problem := readable(notebook)):
                 row["message"] = f"{problem}; it will fail to grade, ask the student to submit again"
+            if row["status"] in ("collected", "updated", "unchanged") and (
+                    late := term.lateness(course, lab_dir.name, student, the_term)):
+                row["late"] = late.describe()
     return rows

@@ -31,6 +31,11 @@ RELEASE_IGNORED = [*IGNORED_FILES, "weights"]
 # after this many batches (the audit's margins are each check's own: course_utils.checks).
 HANDIN_BATCHES = 2
 MAX_HANDIN_BYTES = 200 << 20  # one student's folder for one lab (the notebook and its weights: a few MB)
+# Similar hand-ins (autograde.similarity): a pair is listed when this share of one hand-in's own code
+# (solution cells, template removed) matches the other's. Measured (tests/test_similarity.py): lab 1's
+# hand-disguised copy of the solution 84-89%; independent correct solutions at most 62% (lab 1, whose
+# short PyTorch loops look alike in everyone's hands), under 40% in the other labs.
+SIMILARITY_THRESHOLD = 0.75
 
 
 class SettingError(GradingError):

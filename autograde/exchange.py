@@ -25,6 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import term
 from .collect import collect as collect_folder
 from .config import RELEASE_IGNORED
 from .course import CONFIG_NAME, STUDENT_ID, Course, GradingError, checked, nbgrader
@@ -259,7 +260,7 @@ def collect(course: Course, s: Settings, labs: list[str] | None = None) -> list[
             by_student.setdefault(sub.student, []).append(sub)
         if not by_student:
             continue
-        due = _duedate(course, lab)
+        due = None if term.load(course).due(lab) else _duedate(course, lab)  # term.toml's: collect says it
         with tempfile.TemporaryDirectory(prefix="coursekit-exchange-") as staging:
             staged, refused = {}, []
             for student, subs in sorted(by_student.items()):
@@ -287,7 +288,7 @@ def collect(course: Course, s: Settings, labs: list[str] | None = None) -> list[
             found = collect_folder(course, Path(staging), update=True) if staged else []
         for row in found:
             extra = staged.get(row["student"], {})
-            row["note"] = extra.get("note", "")
+            row["note"] = "; ".join(t for t in (extra.get("note", ""), row.pop("late", "")) if t)
         rows.extend(found + refused)
     return sorted(rows, key=lambda r: (r["lab"], r["student"]))
 

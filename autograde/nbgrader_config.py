@@ -51,6 +51,11 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# ---- late penalties (autograde/term.py): the due dates and extensions of autograde/term.toml are in the
+# gradebook (term.apply, before each run); nbgrader's AssignLatePenalties asks this plugin for the penalty.
+c.AssignLatePenalties.plugin_class = "autograde.term.TermLatePenalty"
+c.TermLatePenalty.term_file = str(HERE / "term.toml")
+# ---- end of late penalties
 # A cell past its limit is interrupted and marked CellTimeoutError; the notebook goes on,
 # so an endless loop costs that item, not the submission or the batch.
 c.Execute.timeout = GRADING.cell_timeout

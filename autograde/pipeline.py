@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from . import jobs as job_choice
-from . import record, sandbox
+from . import record, sandbox, term
 from .course import Course
 from .options import Job, RunOptions
 from .worker import Result, grade_task
@@ -61,6 +61,7 @@ def run(course: Course, options: RunOptions, labs: list[str] | None = None, *, s
         on_result=None, warn_unsandboxed: bool = True) -> list[Result]:
     """One run with ``options``: choose the jobs, grade them on the cluster, record and report (see :func:`autograde`)."""
     jobs = job_choice.choose(course, options, labs, students=students, force=force)
+    term.apply(course, options.db, sorted({job.lab for job in jobs}))  # due dates, extensions: before the copies
     warnings = sandbox.support().warnings() if options.sandbox or warn_unsandboxed else []
     for warning in warnings:
         log.warning(warning)

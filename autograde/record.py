@@ -3,14 +3,25 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 
-from . import audit, gradebook, report
+from . import audit, classstate, gradebook, report, similarity
 from .course import Course
 from .options import RunOptions
 from .worker import DONE, Result
 
 log = logging.getLogger(__name__)
+_runs: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def run_id(options: RunOptions) -> str:
+    """The id of the run ``options`` belong to (one options object per run), made on first use."""
+    ref, found = _runs.get(id(options), (None, None))
+    if ref is None or ref() is not options:
+        found = classstate.new_run_id()
+        _runs[id(options)] = (weakref.ref(options), found)
+    return found
 
 
 def lost(lab: str, student: str, exc: BaseException) -> Result:
@@ -45,10 +56,15 @@ def record(options: RunOptions, result: Result, tmp: Path) -> None:
     if recorded and Path(result.log).is_file():
         with open(result.log, "a") as out:
             out.write(f"\n{DONE} {result.status} {result.message}\n")
+    try:  # the class's state (errors included), for the lab's report
+        classstate.update(options.config_dir, result, run_id(options))
+    except (OSError, ValueError) as exc:  # the grades are in the gradebook already; only the report lacks it
+        log.warning("%s: %s's result is not in the class state: %s", result.lab, result.student, exc)
 
 
 def reports(course: Course, options: RunOptions, labs: list[str], results: list[Result]) -> None:
-    """The run's CSV and each lab's HTML report (with the identical handed-in weights, when grading those)."""
+    """The run's CSV and each lab's HTML and CSV class report (with the identical handed-in weights, when
+    grading those)."""
     path = report.write_csv(options.config_dir / "reports", results)
     if path:
         log.info("report: %s", path)
@@ -57,4 +73,5 @@ def reports(course: Course, options: RunOptions, labs: list[str], results: list[
         for name, who in shared:
             log.warning("%s: identical %s handed in by %s", lab, name, ", ".join(who))
         log.info("course report: %s", report.write_html(course, lab, [r for r in results if r.lab == lab],
-                                                         same_weights=shared))
+                                                         same_weights=shared, run=run_id(options),
+                                                         sections=[similarity.section(course, lab)]))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 
+from . import term
 from .config import RELEASE_IGNORED
 from .course import Course, checked, nbgrader
 
@@ -23,6 +24,7 @@ def generate(course: Course, labs: list[str] | None = None) -> list[str]:
         checked(nbgrader(course, "generate_assignment", lab, "--force", *_NO_WEIGHTS), f"nbgrader generate_assignment {lab}")
         done.append(lab)
         log.info("generated %s", course.folder("release") / lab)
+    term.apply(course, labs=done)  # the due dates of autograde/term.toml into the gradebook
     return done
 
 

@@ -1,9 +1,14 @@
-"""The grading report: one CSV row per submission graded in a run."""
+"""The grading reports: one CSV row per submission graded in a run, and each lab's class report
+(``reports/<lab>.html`` and ``reports/<lab>.csv``: every student's latest result)."""
 from __future__ import annotations
 
 import csv
 import datetime as dt
+from dataclasses import dataclass
+from html import escape
 from pathlib import Path
+
+from . import classstate
 
 COLUMNS = ["student", "lab", "status", "score", "max_score", "seconds", "message", "outside_scores", "audit", "log"]
 
@@ -50,23 +55,101 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>none</p>"
 
 
-def lab_scores(url: str, course_id: str, lab: str) -> tuple[dict[str, float], dict[str, list[tuple[float, float]]]]:
-    """(student -> total score, item -> [(score, max), ...]) for every graded submission of ``lab``."""
+@dataclass
+class Graded:
+    """One student's submission of a lab as the gradebook holds it: totals, late penalty, and each item
+    as (score, max, waiting) where ``waiting`` is a manual item nobody has graded by hand yet."""
+
+    score: float
+    max_score: float
+    penalty: float
+    timestamp: str
+    items: dict[str, tuple[float, float, bool]]
+
+
+def lab_grades(url: str, course_id: str, lab: str) -> dict[str, Graded]:
+    """``student -> Graded`` for every submission of ``lab`` in the gradebook."""
     from nbgrader.api import Gradebook
 
-    totals, items = {}, {}
+    out = {}
     with Gradebook(url, course_id) as gb:
         for sub in gb.find_assignment(lab).submissions:
-            totals[sub.student.id] = sub.score
+            items = {}
             for nb in sub.notebooks:
-                for grade in nb.grades:
-                    items.setdefault(grade.name, []).append((grade.score, grade.max_score))
-    return totals, items
+                for grade in nb.grades:  # manual: no automatic score (written answers, tasks)
+                    waiting = grade.manual_score is None and grade.auto_score is None
+                    items[grade.name] = (grade.score, grade.max_score, waiting)
+            out[sub.student.id] = Graded(sub.score, sub.max_score, sub.late_submission_penalty or 0.0,
+                                         f"{sub.timestamp:%Y-%m-%d %H:%M}" if sub.timestamp else "", items)
+    return out
 
 
-def write_html(course, lab: str, results: list, same_weights: list[tuple[str, list[str]]] = ()) -> Path:
-    """``reports/<lab>.html``: the class at a glance (scores, item pass rates, errors, outside scores, audit
-    flags and identical handed-in weights, slowest)."""
+def lab_scores(url: str, course_id: str, lab: str) -> tuple[dict[str, float], dict[str, list[tuple[float, float]]]]:
+    """(student -> total score, item -> [(score, max), ...]) for every graded submission of ``lab``; manual
+    items not yet graded by hand are left out."""
+    grades = lab_grades(url, course_id, lab)
+    items: dict[str, list[tuple[float, float]]] = {}
+    for got in grades.values():
+        for name, (score, most, waiting) in got.items.items():
+            items.setdefault(name, [])
+            if not waiting:
+                items[name].append((score, most))
+    return {s: g.score for s, g in grades.items()}, items
+
+
+def class_rows(course, lab: str, run: str | None = None, results: list = ()) -> tuple[list[str], list[list]]:
+    """(header, one row per student): each student's latest result (the state file of
+    :mod:`autograde.classstate`, and the gradebook's scores), with what the run ``run`` changed (or, without
+    ``run``, the students in ``results``)."""
+    settings = course.settings()
+    grades = lab_grades(settings["db_url"], settings["course_id"], lab)
+    state = classstate.read(course.config_dir, lab)
+    names = sorted({n for g in grades.values() for n in g.items})
+    this_run = {r.student for r in results}
+    header = ["student", "status", "total", "max_score", *names, "late_penalty", "waiting_manual", "last_graded",
+              "this_run", "message", "log"]
+    rows = []
+    for student in sorted(set(grades) | set(state)):
+        got, entry = grades.get(student), state.get(student) or {}
+        status = entry.get("status") or "graded (gradebook only)"
+        total = got.score if got else entry.get("score")
+        most = got.max_score if got else entry.get("max_score")
+        cells = [("" if got is None or n not in got.items else f"{got.items[n][0]:g}"
+                  + (" (waiting)" if got.items[n][2] else "")) for n in names]
+        ran = entry.get("run") == run if run else student in this_run
+        rows.append([student, status, "" if total is None else f"{total:g}", "" if most is None else f"{most:g}",
+                     *cells, f"{got.penalty:g}" if got else "",
+                     sum(w for _, _, w in got.items.values()) if got else 0,
+                     _when(entry.get("time")) or (got.timestamp if got else ""),
+                     classstate.change(entry) if ran else "", entry.get("message", ""), entry.get("log", "")])
+    return header, rows
+
+
+def _when(iso: str | None) -> str:
+    """``2026-12-03 17:01 UTC`` from the state file's ISO time ('' without one)."""
+    return f"{iso[:16].replace('T', ' ')} UTC" if iso else ""
+
+
+def write_class_csv(course, lab: str, header: list[str], rows: list[list]) -> Path:
+    """``reports/<lab>.csv``: one row per student (see :func:`class_rows`), for further analysis."""
+    path = course.config_dir / "reports" / f"{lab}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def write_html(course, lab: str, results: list, same_weights: list[tuple[str, list[str]]] = (),
+               sections: list[str] = (), run: str | None = None) -> Path:
+    """``reports/<lab>.html`` and ``reports/<lab>.csv``: the class as the gradebook and the class state hold it
+    (every student's latest result, errors included, with what the run ``run`` changed; scores, item pass
+    rates counting manual items once graded by hand), then this run's notes, outside scores, audit flags and
+    identical handed-in weights, slowest. ``sections`` are further HTML blocks (each starting with its own
+    ``<h2>``), placed before the slowest hand-ins."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,28 +158,45 @@ def write_html(course, lab: str, results: list, same_weights: list[tuple[str, li
 
     settings = course.settings()
     totals, items = lab_scores(settings["db_url"], settings["course_id"], lab)
+    header, rows = class_rows(course, lab, run, results)
+    write_class_csv(course, lab, header, rows)
+    col = {name: i for i, name in enumerate(header)}
+    changed = [row[col["this_run"]] for row in rows if row[col["this_run"]]]
+    errors = [row for row in rows if row[col["status"]] == "error"]
+    waiting = sum(row[col["waiting_manual"]] for row in rows)
     parts = [f"<h1>{lab}: the class at a glance</h1>",
-             f"<p>{len(totals)} graded submission(s) in the gradebook; this run graded {len(results)}, "
-             f"{sum(r.status != 'graded' for r in results)} with errors. Written {dt.datetime.now():%Y-%m-%d %H:%M}.</p>"]
+             f"<p>{len(rows)} student(s), {len(totals)} with a graded submission in the gradebook; "
+             f"{len(errors)} whose latest result is an error; {waiting} manual item(s) waiting for grading by "
+             f"hand. This run graded {len(results)}: {sum(c == 'new' for c in changed)} new, "
+             f"{sum(c.startswith('changed') for c in changed)} changed, {sum(c == 'unchanged' for c in changed)} "
+             f"unchanged. Written {dt.datetime.now():%Y-%m-%d %H:%M}; every row is also in {lab}.csv.</p>"]
     if totals:
         fig, ax = plt.subplots(figsize=(6, 3))
         sns.histplot(list(totals.values()), bins=min(20, max(5, len(totals))), ax=ax)
         ax.set(xlabel="total score", ylabel="students", title="score distribution")
         parts += ["<h2>Scores</h2>", _figure_html(fig)]
-    if items:
-        rates = {name: sum(s is not None and s >= m for s, m in got) / len(got) for name, got in items.items()}
+    if any(items.values()):
+        rates = {name: sum(s is not None and s >= m for s, m in got) / len(got) for name, got in items.items() if got}
         order = sorted(rates, key=rates.get)
         fig, ax = plt.subplots(figsize=(6, 0.3 * len(order) + 1))
         sns.barplot(x=[rates[n] for n in order], y=order, ax=ax, color="tab:blue")
-        ax.set(xlim=(0, 1), xlabel="share of submissions with full marks", title="graded items, hardest first")
+        ax.set(xlim=(0, 1), xlabel="share of graded submissions with full marks", title="graded items, hardest first")
         parts += ["<h2>Items</h2>", _figure_html(fig)]
-    errors = [[r.student, r.message, r.log] for r in results if r.status != "graded"]
-    parts += ["<h2>Errors</h2>", _table(["student", "reason", "log"], errors)]
+    if waiting:
+        counts = {name: sum(row[col[name]].endswith("(waiting)") for row in rows) for name in items}
+        parts += [f"<p>Waiting for grading by hand (not counted above): "
+                  f"{escape(', '.join(f'{n}: {c}' for n, c in counts.items() if c))}.</p>"]
+    shown = ["student", "status", "total", "max_score", "late_penalty", "last_graded", "this_run"]
+    parts += ["<h2>Class</h2>", _table(shown, [[row[col[c]] for c in shown] for row in rows])]
+    parts += ["<h2>Errors</h2><p>Every student whose latest result is an error, from any run.</p>",
+              _table(["student", "reason", "last graded", "this run", "log"],
+                     [[row[col[c]] for c in ("student", "message", "last_graded", "this_run", "log")]
+                      for row in errors])]
     notes = [[r.student, r.message] for r in results if r.status == "graded" and r.message]
-    parts += ["<h2>Notes on graded hand-ins</h2>", _table(["student", "note"], notes)]
+    parts += ["<h2>Notes on graded hand-ins (this run)</h2>", _table(["student", "note"], notes)]
     flagged = [[r.student, row["label"], _value(row["value"]), row["message"]]
                for r in results for row in r.outside if not row["passed"]]
-    parts += ["<h2>Failed outside scores</h2>", _table(["student", "check", "value", "why"], flagged)]
+    parts += ["<h2>Failed outside scores (this run)</h2>", _table(["student", "check", "value", "why"], flagged)]
     audited = [r for r in results if r.audit]
     if audited or same_weights:
         rows = [[r.student, row["label"], _value(row["handed_in"]), _value(row["retrained"]),
@@ -108,6 +208,7 @@ def write_html(course, lab: str, results: list, same_weights: list[tuple[str, li
                   _table(["student", "check", "handed in", "re-trained", "audit", "note"], rows),
                   "<h2>Identical handed-in weights</h2>",
                   _table(["file", "students"], [[name, ", ".join(who)] for name, who in same_weights])]
+    parts += list(sections)
     slowest = sorted(results, key=lambda r: r.seconds, reverse=True)[:10]
     parts += ["<h2>Slowest hand-ins</h2>",
               _table(["student", "seconds", "status"], [[r.student, f"{r.seconds:.0f}", r.status] for r in slowest])]
