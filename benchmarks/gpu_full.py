@@ -135,18 +135,32 @@ def strip_magics(source: str) -> str:
 
 
 def graded_labels(cells: list[dict]) -> list[str]:
-    """The ``label=`` of every ``grading.check_accuracy`` / ``check_reconstruction`` call in the cells."""
-    labels = []
+    """The ``label=`` of every ``grading.check_accuracy`` / ``check_reconstruction`` call in the cells: a string,
+    or a name such as lab 4's ``ACCURACY_LABELS["vanilla"]`` that an earlier cell assigns from literals."""
+    labels, names = [], {}
     for cell in cells:
         try:
             tree = ast.parse(cell["source"])
         except SyntaxError:
             continue
+        for node in tree.body:  # top-level NAME = <literals only>, as autograde.scorer.constants reads them
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                try:
+                    names[node.targets[0].id] = eval(compile(ast.Expression(node.value), "<label>", "eval"),
+                                                     {**names, "__builtins__": {}})
+                except Exception:
+                    names.pop(node.targets[0].id, None)
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in CHECKS:
                 for kw in node.keywords:
-                    if kw.arg == "label" and isinstance(kw.value, ast.Constant):
-                        labels.append(kw.value.value)
+                    if kw.arg != "label":
+                        continue
+                    try:
+                        value = eval(compile(ast.Expression(kw.value), "<label>", "eval"), {**names, "__builtins__": {}})
+                    except Exception:
+                        continue
+                    if isinstance(value, str):
+                        labels.append(value)
     return labels
 
 
