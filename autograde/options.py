@@ -16,6 +16,7 @@ from pathlib import Path
 from course_utils.modes import BATCHES_VAR, HANDIN_VAR
 
 from . import config, sandbox
+from .classstate import new_run_id
 from .course import Course, GradingError
 
 
@@ -49,6 +50,7 @@ class RunOptions:
     audit_share: float = 0.0
     audit_seed: int | None = None
     passed_env: dict = field(default_factory=dict)  # OMP_NUM_THREADS / MKL_NUM_THREADS set by the instructor
+    run_id: str = field(default_factory=new_run_id)  # this run, in the class's state (autograde.classstate)
 
     @classmethod
     def build(cls, course: Course, *, mode: str | None = None, cell_timeout: int | None = None,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from pathlib import Path
 
 from . import audit, classstate, gradebook, report, similarity
@@ -12,16 +11,6 @@ from .options import RunOptions
 from .worker import DONE, Result
 
 log = logging.getLogger(__name__)
-_runs: dict[int, tuple[weakref.ref, str]] = {}
-
-
-def run_id(options: RunOptions) -> str:
-    """The id of the run ``options`` belong to (one options object per run), made on first use."""
-    ref, found = _runs.get(id(options), (None, None))
-    if ref is None or ref() is not options:
-        found = classstate.new_run_id()
-        _runs[id(options)] = (weakref.ref(options), found)
-    return found
 
 
 def lost(lab: str, student: str, exc: BaseException) -> Result:
@@ -57,7 +46,7 @@ def record(options: RunOptions, result: Result, tmp: Path) -> None:
         with open(result.log, "a") as out:
             out.write(f"\n{DONE} {result.status} {result.message}\n")
     try:  # the class's state (errors included), for the lab's report
-        classstate.update(options.config_dir, result, run_id(options))
+        classstate.update(options.config_dir, result, options.run_id)
     except (OSError, ValueError) as exc:  # the grades are in the gradebook already; only the report lacks it
         log.warning("%s: %s's result is not in the class state: %s", result.lab, result.student, exc)
 
@@ -73,5 +62,5 @@ def reports(course: Course, options: RunOptions, labs: list[str], results: list[
         for name, who in shared:
             log.warning("%s: identical %s handed in by %s", lab, name, ", ".join(who))
         log.info("course report: %s", report.write_html(course, lab, [r for r in results if r.lab == lab],
-                                                         same_weights=shared, run=run_id(options),
+                                                         same_weights=shared, run=options.run_id,
                                                          sections=[similarity.section(course, lab)]))
