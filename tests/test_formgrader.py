@@ -32,12 +32,10 @@ from nbgrader.api import Gradebook
 import autograde
 
 import kit
+from kit.browser import CHROMIUM, launch
 
 LAB = kit.TOY_LAB
 SCREENSHOTS = kit.REPO / "build" / "screenshots"
-CHROMIUM = Path(os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVER_START_S = 60
 OTHER_EXTENSIONS = ("jupyterlab", "notebook", "notebook_shim", "jupyter_lsp", "jupyter_server_terminals",
                     "nbgrader.server_extensions.assignment_list", "nbgrader.server_extensions.course_list",
@@ -94,25 +92,6 @@ def formgrader(course: autograde.Course, work: Path) -> Iterator[tuple[str, str]
             process.wait(timeout=10)
 
 
-@contextmanager
-def chromium() -> Iterator[object]:
-    """Headless system Chromium through Playwright; skip (or fail with COURSE_BROWSER_REQUIRED) without it."""
-    if not CHROMIUM.is_file():
-        message = (f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium` "
-                   f"(or set COURSE_CHROMIUM to its path)")
-        if os.environ.get("COURSE_BROWSER_REQUIRED"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 def manual_score(course: autograde.Course, student: str) -> float | None:
     with Gradebook(course.settings()["db_url"], course.settings()["course_id"]) as gb:
         return gb.find_grade("written", LAB, LAB, student).manual_score
@@ -155,7 +134,7 @@ def test_written_answer_graded_in_the_formgrader_reaches_the_export(tmp_path):
         notebook_id = gb.find_submission_notebook(LAB, LAB, "alice").id
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with formgrader(course, tmp_path / "server") as (base, token), chromium() as browser:
+    with formgrader(course, tmp_path / "server") as (base, token), launch() as browser:
         context = browser.new_context(viewport={"width": 1280, "height": 900},
                                       extra_http_headers={"Authorization": f"token {token}"})  # pages and API
         page = context.new_page()
