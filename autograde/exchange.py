@@ -203,16 +203,6 @@ class Submission:
             return f"uid {uid}"
 
 
-def _parse_time(text: str) -> dt.datetime | None:
-    from nbgrader.utils import parse_utc
-
-    try:
-        when = parse_utc(text)
-    except Exception:  # nbgrader raises ValueError or dateutil's ParserError
-        return None
-    return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when
-
-
 def submissions(s: Settings, lab: str) -> list[Submission]:
     """Every submission of ``lab`` in the inbound folder, oldest first (names nbgrader cannot parse are skipped)."""
     inbound = s.inbound()
@@ -224,7 +214,7 @@ def submissions(s: Settings, lab: str) -> list[Submission]:
         parts = entry.name.rsplit("+", 3)  # student ids may hold '+': split from the right, as nbgrader does
         if len(parts) < 3 or parts[1] != lab or not entry.is_dir() or entry.is_symlink():
             continue
-        when = _parse_time(parts[2])
+        when = term.parse_timestamp(parts[2])
         if when is not None:
             found.append(Submission(entry, parts[0], lab, when))
     return sorted(found, key=lambda sub: sub.timestamp)

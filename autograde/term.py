@@ -331,18 +331,23 @@ def span_text(seconds: float) -> str:
     return " ".join(p for p in parts if p) or f"{int(seconds)} s"
 
 
-def read_timestamp(folder: Path) -> dt.datetime | None:
-    """The hand-in's ``timestamp.txt`` (nbgrader's format, or ISO 8601), aware UTC; None when missing."""
+def parse_timestamp(text: str) -> dt.datetime | None:
+    """A hand-in's time as nbgrader writes it (or ISO 8601), aware UTC; None when it cannot be read."""
     from nbgrader.utils import parse_utc
 
-    path = Path(folder) / "timestamp.txt"
-    if not path.is_file() or not (text := path.read_text().strip()):
-        return None
     try:
         when = parse_utc(text)
     except Exception:  # nbgrader raises ValueError or dateutil's ParserError
         return None
     return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when
+
+
+def read_timestamp(folder: Path) -> dt.datetime | None:
+    """The hand-in's ``timestamp.txt`` (:func:`parse_timestamp`); None when missing or unreadable."""
+    path = Path(folder) / "timestamp.txt"
+    if not path.is_file() or not (text := path.read_text().strip()):
+        return None
+    return parse_timestamp(text)
 
 
 def judge(term: Term, lab: str, student: str, submitted: dt.datetime) -> Lateness | None:
