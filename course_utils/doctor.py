@@ -1,10 +1,10 @@
 """``python -m course_utils doctor``: what this environment will do with the labs, and what to fix.
 
 It prints a few lines a student can paste into a forum post (versions, device,
-run mode, where the datasets come from, nbgrader's Jupyter extensions), then
-one line per problem with its fix. The exit code is 1 when something would
-stop a lab (a ``PROBLEM`` line) and 0 otherwise (``WARNING`` lines do not
-stop a lab: a missing Validate button, versions other than the pinned ones, a
+run mode, where the datasets come from, nbgrader's Jupyter extensions, the kit's verdict
+in Validate's dialog), then one line per problem with its fix. The exit code is 1 when
+something would stop a lab (a ``PROBLEM`` line) and 0 otherwise (``WARNING`` lines do not
+stop a lab: a missing Validate button or verdict, versions other than the pinned ones, a
 dataset that is neither cached nor mirrored and so needs the internet).
 
 The datasets come from the registry in :mod:`course_utils.data`; their errors
@@ -35,6 +35,10 @@ GRADING_INSTALL_FIX = ("run `pip install -r requirements.txt` in the course fold
 GRADING_EXTRA = "grading"
 VALIDATE_SERVER_EXTENSION = "nbgrader.server_extensions.validate_assignment"
 VALIDATE_LAB_PLUGIN = "@jupyter/nbgrader:validate-assignment"
+# The kit's verdict in Validate's dialog (course_utils/validate_button.py): a lab extension and a server extension.
+VERDICT_LAB_EXTENSION = "course-kit-validate"
+VERDICT_SERVER_EXTENSION = "course_utils.validate_button"
+VERDICT_FIX = "run `python -m course_utils install-verdict` in the course environment, then restart JupyterLab"
 
 
 @dataclass
@@ -266,7 +270,7 @@ def check_data(report: Report, online: bool = False) -> None:
 
 
 def check_jupyter(report: Report) -> None:
-    """The Jupyter kernel, and nbgrader's Validate button (lab plugin + server extension)."""
+    """The Jupyter kernel, nbgrader's Validate button (lab plugin + server extension), and the kit's verdict in it."""
     if _installed("ipykernel") is None:
         report.problem("ipykernel is not installed, so notebooks have no Python kernel", INSTALL_FIX)
     nbgrader = _installed("nbgrader")
@@ -284,7 +288,8 @@ def check_jupyter(report: Report) -> None:
         return
     server = ExtensionConfigManager(read_config_path=jupyter_config_path()).get_jpserver_extensions()
     server_on = bool(server.get(VALIDATE_SERVER_EXTENSION))
-    lab_ext = get_federated_extensions(jupyter_path("labextensions")).get("@jupyter/nbgrader")
+    lab_extensions = get_federated_extensions(jupyter_path("labextensions"))
+    lab_ext = lab_extensions.get("@jupyter/nbgrader")
     disabled = set(get_page_config(jupyter_path("labextensions")).get("disabledExtensions", []))
     lab_on = lab_ext is not None and not disabled & {"@jupyter/nbgrader", VALIDATE_LAB_PLUGIN}
     parts = [f"{nbgrader}",
@@ -304,6 +309,30 @@ def check_jupyter(report: Report) -> None:
         report.warning("nbgrader's validate server extension is not enabled: the Validate button cannot run",
                        f"`jupyter server extension enable --sys-prefix {VALIDATE_SERVER_EXTENSION}`, "
                        f"then restart JupyterLab")
+    check_verdict(report, server, lab_extensions, disabled)
+
+
+def check_verdict(report: Report, server: dict, lab_extensions: dict, disabled: set) -> None:
+    """The kit's verdict in Validate's dialog: its JupyterLab extension and its server extension."""
+    lab = VERDICT_LAB_EXTENSION in lab_extensions
+    lab_on = lab and not any(x == VERDICT_LAB_EXTENSION or x.startswith(VERDICT_LAB_EXTENSION + ":") for x in disabled)
+    server_on = bool(server.get(VERDICT_SERVER_EXTENSION))
+    lab_state = "enabled" if lab_on else "disabled" if lab else "not installed"
+    report.add("verdict", f"JupyterLab extension {lab_state}; server extension {'enabled' if server_on else 'not enabled'}")
+    what = ("Validate's dialog says nbgrader's \"Success! Your notebook passes all the tests.\" instead of the kit's "
+            "verdict (what a pass means)")
+    reasons: dict[str, list[str]] = {}  # fix -> what it fixes
+    if not lab:
+        reasons.setdefault(VERDICT_FIX, []).append(f"the JupyterLab extension {VERDICT_LAB_EXTENSION} is not installed")
+    elif not lab_on:
+        fix = f"`jupyter labextension enable {VERDICT_LAB_EXTENSION}`, then restart JupyterLab"
+        reasons.setdefault(fix, []).append(f"the JupyterLab extension {VERDICT_LAB_EXTENSION} is disabled")
+    if not server_on:
+        fix = (f"`jupyter server extension enable --sys-prefix {VERDICT_SERVER_EXTENSION}`, then restart JupyterLab"
+               if VERDICT_SERVER_EXTENSION in server else VERDICT_FIX)  # turned off by a config, or never installed
+        reasons.setdefault(fix, []).append(f"the server extension {VERDICT_SERVER_EXTENSION} is not enabled")
+    for fix, why in reasons.items():
+        report.warning(f"{what}: {' and '.join(why)}", fix)
 
 
 def missing_extra(extra: str) -> list[str]:

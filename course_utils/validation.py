@@ -20,7 +20,9 @@ other commands, grading included, never see them):
   "Success! Your notebook passes all the tests.", which reads as full marks: it says that
   the visible checks passed and names what only the grader checks (the recomputed
   accuracies, the written answers). The JupyterLab button's dialog is drawn by nbgrader's
-  own front end and keeps its wording; README's Students section says what it means;
+  own front end; every validation in the Jupyter server records its verdict
+  (:func:`last_validation`), which :mod:`course_utils.validate_button` serves to the kit's
+  small JupyterLab extension, which puts it in place of nbgrader's "Success!" paragraph;
 - the report wraps long lines of an error message instead of cutting them at its width, so
   that a check's whole message (which names the likely mistake) reaches the student.
 
@@ -182,19 +184,39 @@ def verdict(path: str | Path) -> str:
     return text + "."
 
 
+# The most recent validation in this process (the Jupyter server's, for the Validate button):
+# its notebook and, when it passed, its verdict. Validations run one at a time (nbgrader's handler
+# runs them on the server's event loop), so one record is enough.
+_LAST: dict = {}
+
+
+def last_validation() -> dict:
+    """``{"path": notebook, "verdict": text or None}`` of this process's most recent validation; ``{}`` before any.
+
+    ``verdict`` is :func:`verdict` when the notebook passed (nbgrader's "Success!" case) and
+    ``None`` when it failed, had changed cells, or the validation itself raised.
+    """
+    return dict(_LAST)
+
+
 def _install_verdict() -> None:
-    """Make ``nbgrader validate`` end a passing notebook's report with :func:`verdict` (once per process)."""
+    """Make each validation record its verdict, and ``nbgrader validate`` end a passing report with it (once)."""
     try:
         from nbgrader.validator import Validator, strip_ansi
     except ImportError:  # outside nbgrader nothing prints a verdict
         return
     if getattr(Validator, "_course_verdict", False):
         return
-    validate_and_print, print_num_failed = Validator.validate_and_print, Validator._print_num_failed
+    validate, print_num_failed = Validator.validate, Validator._print_num_failed
 
-    def remember_notebook(self, filename):
+    def validate_and_record(self, filename):
+        # nbgrader's Validate button (its server handler) and `nbgrader validate` both come here
+        _LAST.clear()  # a validation that raises leaves no verdict of an earlier one behind
         self._course_notebook = filename
-        return validate_and_print(self, filename)
+        results = validate(self, filename)
+        passed = not results and not self.invert  # what nbgrader's dialog shows as "Success!"
+        _LAST.update(path=os.path.abspath(filename), verdict=verdict(filename) if passed else None)
+        return results
 
     def print_verdict(self, num_failed):
         if num_failed or not getattr(self, "_course_notebook", None):
@@ -209,7 +231,7 @@ def _install_verdict() -> None:
                                    break_on_hyphens=False) or [self.indent]
         return "\n".join(line.rstrip() for line in lines)
 
-    Validator.validate_and_print, Validator._print_num_failed = remember_notebook, print_verdict
+    Validator.validate, Validator._print_num_failed = validate_and_record, print_verdict
     Validator._indent = indent_wrapped
     Validator._course_verdict = True
 

@@ -19,4 +19,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet -r "$requirements"
 "$venv/bin/python" -m pip install --quiet --no-deps -e .
+# The Validate button's verdict (course_utils/validate_button.py): an editable install leaves out data files.
+"$venv/bin/python" -m course_utils install-verdict >/dev/null
 echo "environment ready ($requirements): source $venv/bin/activate"

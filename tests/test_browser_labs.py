@@ -10,7 +10,8 @@ student meets it:
 - **finished**: the same notebook with the solution code pasted into its TODO
   cells (:func:`kit.solved`). Run All in smoke mode gives
   no error output and the lab's figures appear as images; Validate reports
-  success.
+  success, and its dialog shows the kit's verdict (which names the items only the
+  grader checks) instead of nbgrader's "Success! Your notebook passes all the tests.".
 
 The server runs on a free localhost port with a token, in a scratch copy of the
 course folder's ``notebooks/`` and students' ``nbgrader_config.py`` (so Validate
@@ -32,9 +33,13 @@ from typing import Iterator
 
 import pytest
 
+from course_utils import validation
+
 from kit.browser import (RENDERED_IMAGES_JS, RUN_BLANK_S, RUN_FINISHED_S, LabServer, NotebookPage, describe_output,
                          discover_labs, errors_in, excerpt, first_todo, scratch_copy, start_server, step,
                          write_finished)
+
+NBGRADER_SUCCESS = "Success! Your notebook passes all the tests."  # nbgrader's own text, which the verdict replaces
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -104,7 +109,7 @@ def check_blank(nb: NotebookPage, lab: str) -> None:
 
 
 def check_finished(nb: NotebookPage, lab: str) -> None:
-    """The solved notebook: Run All without errors, figures rendered as images; Validate succeeds."""
+    """The solved notebook: Run All without errors, figures rendered as images; Validate shows the kit's verdict."""
     path = write_finished(nb.server.root, lab)
     nb.open(path)
     nb.run_all(RUN_FINISHED_S)
@@ -127,8 +132,21 @@ def check_finished(nb: NotebookPage, lab: str) -> None:
     kind, text = nb.validate()
     nb.screenshot(f"{lab}-finished-validate")
     assert kind == "success", f"{lab}: Validate on the finished notebook should succeed, got {kind}:\n{excerpt(text)}"
+    check_verdict(nb.server.root / path, lab, text)
     nb.close_dialog()
     print(f"{lab} finished: seconds per step {nb.timings}")
+
+
+def check_verdict(notebook: Path, lab: str, text: str) -> None:
+    """Validate's success dialog shows the kit's verdict (course_utils/validate_button.py), not nbgrader's text."""
+    shown = " ".join(text.split())
+    assert NBGRADER_SUCCESS not in shown and shown.startswith(validation.VERDICT_START), (
+        f"{lab}: Validate's success dialog should show the kit's verdict (is the course-kit-validate JupyterLab "
+        f"extension installed? `python -m course_utils doctor`), it shows:\n{excerpt(text)}")
+    _, scored, manual = validation._items(notebook)
+    missing = [item for item in scored + manual if item not in shown]
+    assert scored + manual and not missing, f"{lab}: the verdict does not name grader-only items {missing}:\n{shown}"
+    assert shown == validation.verdict(notebook), f"{lab}: the dialog's verdict is not this notebook's:\n{shown}"
 
 
 # --------------------------------------------------------------------------- the tests

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils import colab
+from course_utils import colab, validate_button
 
 from kit import REPO
 
@@ -96,6 +96,9 @@ def test_the_bootstrap_installs_the_kit_from_a_wheel_and_the_lab_runs(tmp_path, 
     assert first.startswith(f"course kit {colab.version()}: installed from {wheel}") and "run mode smoke" in first, first
     assert first.count("\n") == 1, f"the bootstrap says more than one line:\n{first}"
     assert f"KIT FROM {site}" in text(done["cells"][-1]), text(done["cells"][-1])
+    # 4. The wheel's data files: the Validate button's verdict for JupyterLab (course_utils/validate_button.py).
+    for target in validate_button.FILES:
+        assert (fresh / target).exists(), f"installing the kit's wheel did not write {fresh / target}"
 
 
 LABS = sorted(p.parent.name for p in (REPO / "solutions").glob("*/*.ipynb") if p.stem == p.parent.name)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from course_utils import data, doctor
+from course_utils import data, doctor, validate_button
 
 
 @pytest.fixture(autouse=True)
@@ -156,15 +156,18 @@ def test_online_flag_on_the_command_line(monkeypatch):
 
 
 def test_disabled_validate_extensions_are_warnings(monkeypatch, tmp_path):
-    """A user config that turns nbgrader's Validate off (lab plugin and server extension) is reported, exit 0."""
+    """A user config that turns nbgrader's Validate and the kit's verdict off (lab and server extensions) is
+    reported, exit 0."""
     config = tmp_path / "jupyter-config"
     (config / "labconfig").mkdir(parents=True)
-    (config / "labconfig" / "page_config.json").write_text(
-        json.dumps({"disabledExtensions": {doctor.VALIDATE_LAB_PLUGIN: True}}))
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {doctor.VALIDATE_SERVER_EXTENSION: False}}}))
+    (config / "labconfig" / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {doctor.VALIDATE_LAB_PLUGIN: True, doctor.VERDICT_LAB_EXTENSION: True}}))
+    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {
+        doctor.VALIDATE_SERVER_EXTENSION: False, doctor.VERDICT_SERVER_EXTENSION: False}}}))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config))
     monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "0")  # the user's config outranks the environment's
+    validate_button.install(tmp_path / "env")  # the kit's lab extension, installed (then disabled above)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "env" / "share" / "jupyter"))
     monkeypatch.setenv("COURSE_MODE", "smoke")
     report = doctor.diagnose()
     warnings = lines(report, "warning")
@@ -172,14 +175,21 @@ def test_disabled_validate_extensions_are_warnings(monkeypatch, tmp_path):
     assert any("validate server extension is not enabled" in w and "jupyter server extension enable" in w
                for w in warnings), warnings
     assert "not enabled" in facts(report)["nbgrader"]
+    assert facts(report)["verdict"] == "JupyterLab extension disabled; server extension not enabled"
+    lab, server = [w for w in warnings if "kit's verdict" in w]  # one per fix
+    assert "is disabled" in lab and f"`jupyter labextension enable {doctor.VERDICT_LAB_EXTENSION}`" in lab, lab
+    assert f"`jupyter server extension enable --sys-prefix {doctor.VERDICT_SERVER_EXTENSION}`" in server, server
     assert report.exit_code == 0
 
 
 def test_enabled_extensions_are_found():
-    """This environment has nbgrader installed as the requirement files pin it: both parts are enabled."""
+    """This environment has nbgrader installed as the requirement files pin it, and the kit's verdict as
+    scripts/setup.sh installs it (.ci/run too): all four parts are enabled."""
     report = doctor.Report()
     doctor.check_jupyter(report)
     assert facts(report)["nbgrader"].endswith("JupyterLab extension enabled; validate server extension enabled")
+    assert facts(report)["verdict"] == "JupyterLab extension enabled; server extension enabled", \
+        "run `python -m course_utils install-verdict` (scripts/setup.sh and .ci/run do)"
     assert not report.findings, report.render()
 
 

@@ -39,6 +39,7 @@ OPEN_S = 90           # the page renders the notebook and its kernel reports Idl
 RUN_BLANK_S = 180     # Run All on the blank notebook (stops at the first TODO)
 RUN_FINISHED_S = 300  # Run All on the finished notebook
 VALIDATE_S = 300      # nbgrader's Validate re-executes the whole notebook (each cell: notebooks/nbgrader_config.py)
+VERDICT_S = 30        # the kit's verdict replaces the success dialog's text (course_utils/validate_button.py)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -86,6 +87,22 @@ class LabServer:
         with urllib.request.urlopen(request, timeout=10) as reply:
             body = reply.read()
         return json.loads(body) if body else None
+
+    def call(self, path: str, method: str = "GET", body: dict | None = None, token: bool = True,
+             timeout: float = 10) -> tuple[int, object]:
+        """``path`` under the server's root URL, as a front end calls it: the HTTP status and the JSON answer."""
+        headers = {"Authorization": f"token {self.token}"} if token else {}
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base}/{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                status, answer = reply.status, reply.read()
+        except urllib.error.HTTPError as error:
+            status, answer = error.code, error.read()
+        try:
+            return status, json.loads(answer) if answer else None
+        except ValueError:
+            return status, answer.decode(errors="replace")
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -300,8 +317,12 @@ class NotebookPage:
 
         The kind is ``success``, ``failed``, ``changed`` or ``type-changed``
         (nbgrader's ``validation-*`` classes), or ``error`` when the validate
-        command itself failed.
+        command itself failed. A success dialog's text is read once the kit's JupyterLab
+        extension has put its verdict there (or given up: ``data-course-verdict`` is then
+        ``none``), or after ``VERDICT_S`` seconds without it.
         """
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         start = time.monotonic()
         with step("press Validate (nbgrader toolbar button)", 30) as ms:
             self.page.locator(".jp-NotebookPanel-toolbar .validate-button").first.click(timeout=ms)
@@ -314,6 +335,12 @@ class NotebookPage:
             classes = message.get_attribute("class") or ""
             kind = next((c.removeprefix("validation-") for c in classes.split() if c.startswith("validation-")),
                         "error")
+            if kind == "success":
+                try:
+                    dialog.locator("#validation-message[data-course-verdict]:not([data-course-verdict='pending'])"
+                                   ).wait_for(timeout=VERDICT_S * 1000)
+                except PlaywrightTimeout:
+                    pass  # no verdict came: the caller sees nbgrader's own text
             text = message.inner_text()
         else:
             kind, text = "error", dialog.inner_text()
