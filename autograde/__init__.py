@@ -11,12 +11,24 @@ step, hardened), ``scorer`` (scores computed outside the kernel),
 ``publish`` (feedback / export), ``term`` (due dates, late policy), ``lms`` (grade
 export for Canvas and Moodle), ``similarity`` (similar hand-ins), ``exchange``, ``cli``.
 """
-from .collect import collect
-from .course import REPO, Course, GradingError, read_settings, tool_env
-from .gradebook import merge_grades
-from .pipeline import Result, autograde
-from .publish import export, feedback
-from .release import check, generate
+import importlib
 
-__all__ = ["REPO", "Course", "GradingError", "Result", "autograde", "check", "collect", "export", "feedback",
-           "generate", "merge_grades", "read_settings", "tool_env"]
+# ``collect`` is bound here because a submodule of the same name would otherwise shadow the function
+# once anything imports ``autograde.collect``; the module itself imports nothing heavy.
+from .collect import collect
+
+# Each other name loads its module on first use, so a process that needs one module (the outside
+# scorer, nbgrader's configuration in each grading run) does not import the rest (nbgrader, Dask, PyTorch).
+_EXPORTS = {"REPO": "course", "Course": "course", "GradingError": "course",
+            "read_settings": "course", "tool_env": "course", "merge_grades": "gradebook", "Result": "pipeline",
+            "autograde": "pipeline", "export": "publish", "feedback": "publish", "check": "release",
+            "generate": "release"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted([*_EXPORTS, "collect"])

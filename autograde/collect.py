@@ -7,9 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import nbformat
-
-from . import term
 from .config import MAX_HANDIN_BYTES
 from .course import IGNORED, STUDENT_ID, Course, GradingError
 
@@ -21,6 +18,8 @@ def readable(path: Path) -> str | None:
     except ValueError as exc:  # JSON and UTF-8 errors
         return f"not valid JSON ({exc}); the file is probably truncated or not a notebook"
     try:
+        import nbformat  # here, not at the top: `import autograde` binds collect() and stays light
+
         nbformat.read(path, as_version=4)
     except Exception as exc:  # nbformat raises several types for unreadable files
         return f"not a readable notebook ({type(exc).__name__}: {str(exc)[:200]})"
@@ -58,6 +57,8 @@ def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]
     labs = set(course.labs())
     submitted = course.folder("submitted")
     rows = []
+    from . import term  # nbgrader's plugins: loaded when collecting, not by `import autograde`
+
     the_term = term.load(course)  # due dates: a late hand-in's row says so ("late")
     for student_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         student = student_dir.name

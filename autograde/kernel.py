@@ -19,8 +19,7 @@ from pathlib import Path
 from jupyter_client import AsyncKernelManager
 from traitlets import Unicode
 
-from course_utils.grading import EXPORT_VAR
-from course_utils.modes import MODE_VAR
+from course_utils.modes import EXPORT_VAR, MODE_VAR
 
 from . import sandbox
 from .sandbox import SANDBOX_VAR, Mount

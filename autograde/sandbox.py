@@ -256,9 +256,9 @@ def clean_env(env: dict[str, str]) -> dict[str, str]:
     """The environment of a sandboxed process: :data:`PASSED_VARS` and the course's variables from ``env``,
     with the paths the sandbox knows; nothing else of the grader's environment (tokens, keys) passes."""
     import course_utils
-    from course_utils import grading, modes, speed
+    from course_utils import modes
 
-    course_vars = (modes.MODE_VAR, modes.BATCHES_VAR, modes.HANDIN_VAR, grading.EXPORT_VAR, speed.NO_BF16_VAR)
+    course_vars = (modes.MODE_VAR, modes.BATCHES_VAR, modes.HANDIN_VAR, modes.EXPORT_VAR, modes.NO_BF16_VAR)
     out = {name: env[name] for name in (*PASSED_VARS, *course_vars) if name in env}
     out.setdefault("LANG", "C.UTF-8")
     out.update(HOME=SANDBOX_HOME, USER="student", LOGNAME="student", TMPDIR="/tmp",

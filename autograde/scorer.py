@@ -19,10 +19,10 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from nbformat import NotebookNode
-from nbgrader import utils
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 OUTPUT_TAIL = 1 << 20  # bytes of the scoring process's output read back (its answer is the last line)
 @dataclass
@@ -129,6 +129,8 @@ def specs(source: NotebookNode, mode: str) -> list[Spec]:
     twice, or a check whose cell does not call ``grading.hand_in(model, label)``
     with the same label first (so that handed-in weights can be graded).
     """
+    from nbgrader import utils
+
     from course_utils import checks
 
     names = constants(source, mode)

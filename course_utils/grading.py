@@ -33,7 +33,7 @@ from . import modes
 from .training import evaluate
 
 T = TypeVar("T")
-EXPORT_VAR = "COURSE_EXPORT_DIR"
+EXPORT_VAR = modes.EXPORT_VAR
 EXPORT_BATCH = checks.EXPORT_BATCH  # exported models take batches of exactly this many images
 WEIGHTS_DIR = Path("weights")  # handed-in weights, next to the notebook
 

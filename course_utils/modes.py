@@ -29,6 +29,8 @@ DATA_VAR = "COURSE_DATA_DIR"
 CACHE_VAR = "COURSE_CACHE_DIR"
 BATCHES_VAR = "COURSE_MAX_BATCHES"
 HANDIN_VAR = "COURSE_GRADE_HANDIN"
+EXPORT_VAR = "COURSE_EXPORT_DIR"  # set by the grader: where hidden tests export trained models
+NO_BF16_VAR = "COURSE_NO_BF16"  # "1": never train in bfloat16 (course_utils.speed)
 
 T = TypeVar("T")
 

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-NO_BF16_VAR = "COURSE_NO_BF16"  # "1": never wrap (train in float32)
+from . import modes
+
+NO_BF16_VAR = modes.NO_BF16_VAR  # "1": never wrap (train in float32)
 
 
 def cpu_bf16_supported() -> bool:

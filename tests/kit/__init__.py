@@ -19,7 +19,6 @@ from nbformat import NotebookNode
 from nbgrader import utils
 
 from course_utils import modes
-from course_utils.grading import EXPORT_VAR
 
 from autograde.config import GRADING_MODE_VAR
 from autograde.course import Course
@@ -201,7 +200,7 @@ def insert_before_tests(nb: NotebookNode, code: str) -> NotebookNode:
 # --------------------------------------------------------------------------- a student's own run
 
 # What the grader sets in its kernels; a student's run has none of it.
-GRADER_VARS = (EXPORT_VAR, modes.HANDIN_VAR, modes.BATCHES_VAR, SANDBOX_VAR, GRADING_MODE_VAR)
+GRADER_VARS = (modes.EXPORT_VAR, modes.HANDIN_VAR, modes.BATCHES_VAR, SANDBOX_VAR, GRADING_MODE_VAR)
 
 
 def run_as_student(nb: NotebookNode, folder: Path, lab: str, mode: str, timeout: int = 600,
