@@ -12,6 +12,10 @@ Dask LocalCluster, as ``python -m autograde autograde`` does):
 2. as a batch of ``--batch`` copies with 1, 2 and N workers (N = the CPU cores): seconds per
    submission, submissions per hour, and per hour per core.
 
+Each figure comes with the CPU seconds that every process of the run used (this one, the cluster's
+workers, nbgrader, the kernels and the scorers, from ``getrusage``): unlike wall-clock seconds, they
+hardly change when something else shares the machine, so they compare two versions of the code.
+
 The fixed overhead that is not the notebook's own run (cluster start, nbgrader and kernel start,
 sandbox, merge) is measured on the toy lab, whose notebook costs nothing. Use the figures with
 the sizing rule in autograde/README.md.
@@ -24,8 +28,10 @@ outside scoring of those weights.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -40,16 +46,48 @@ import kit  # noqa: E402
 from kit import REPO  # noqa: E402
 
 
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+def count_cpu() -> str:
+    """Put this process (and so every process it starts) in a cgroup v1 ``cpuacct`` group of its own.
+
+    The sandbox moves graded processes into memory and pids cgroups only, so they stay in this group, and
+    bubblewrap's processes, which ``getrusage`` never sees, are counted. Without the controller (not
+    root, cgroup v2) the figures come from ``getrusage`` and miss the sandboxed processes: the answer says so.
+    """
+    for old in CPUACCT.glob("coursekit-bench-*"):  # earlier runs' groups, removed once their last process ended
+        with contextlib.suppress(OSError):
+            old.rmdir()
+    group = CPUACCT / f"coursekit-bench-{os.getpid()}"
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+    except OSError as exc:
+        return f"getrusage: sandboxed processes not counted ({exc.strerror or exc})"
+    return f"cgroup {group}"
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and every process it started (see :func:`count_cpu`)."""
+    group = CPUACCT / f"coursekit-bench-{os.getpid()}"
+    if (group / "cpuacct.usage").is_file():
+        return int((group / "cpuacct.usage").read_text()) / 1e9
+    return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
+
+
 def grade(course: autograde.Course, lab: str, students: list[str], workers: int, mode: str,
-          handed_in: bool = False) -> tuple[float, list]:
-    start = time.perf_counter()
+          handed_in: bool = False) -> tuple[float, float, list]:
+    """Grade ``students`` of ``lab``: (wall-clock seconds, CPU seconds of every process involved, results)."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     results = autograde.autograde(course, [lab], students=students, workers=workers, force=True, mode=mode,
                                   handed_in=handed_in)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     bad = [r for r in results if r.status != "graded"]
     if bad:
         raise SystemExit(f"{lab}: {len(bad)} submission(s) did not grade: {bad[0].message}")
-    return seconds, results
+    return seconds, cpu, results
 
 
 def part(results: list, name: str) -> float:
@@ -71,8 +109,9 @@ def main() -> int:
     mode = args.mode or repo.settings()["mode"]
     counts = sorted(set(args.workers or [1, 2, cores]))
     way = "handed-in weights" if args.handed_in else "re-training"
+    counting = count_cpu()
     print(f"# bench_autograde: {way}, mode {mode}, {cores} CPU cores, {platform.processor() or platform.machine()}, "
-          f"{time.strftime('%Y-%m-%d')}")
+          f"{time.strftime('%Y-%m-%d')}; CPU seconds from {counting}")
     rows, batches = [], []
     with tempfile.TemporaryDirectory(prefix="bench-autograde-") as tmp:
         course = kit.copy_course(Path(tmp), labs)
@@ -92,27 +131,30 @@ def main() -> int:
                     shutil.copytree(weights / "weights", folder / "weights")
         autograde.collect(course, inbox)
         for lab in [kit.TOY_LAB, *labs]:
-            seconds, results = grade(course, lab, ["s000"], 1, mode, args.handed_in)
-            rows.append((lab, seconds, part(results, "nbgrader"), part(results, "scoring"), part(results, "merge")))
-            print(f"{lab}: {seconds:.1f} s alone", flush=True)
+            seconds, cpu, results = grade(course, lab, ["s000"], 1, mode, args.handed_in)
+            rows.append((lab, seconds, part(results, "nbgrader"), part(results, "scoring"), part(results, "merge"),
+                         cpu))
+            print(f"{lab}: {seconds:.1f} s alone ({cpu:.1f} CPU s)", flush=True)
             for workers in counts if args.batch and lab != kit.TOY_LAB else []:
                 students = [f"s{i:03d}" for i in range(args.batch)]
-                seconds, _ = grade(course, lab, students, workers, mode, args.handed_in)
-                batches.append((lab, workers, seconds / args.batch))
-                print(f"{lab}: batch of {args.batch} with {workers} worker(s) {seconds:.1f} s", flush=True)
+                seconds, cpu, _ = grade(course, lab, students, workers, mode, args.handed_in)
+                batches.append((lab, workers, seconds / args.batch, cpu / args.batch))
+                print(f"{lab}: batch of {args.batch} with {workers} worker(s) {seconds:.1f} s ({cpu:.1f} CPU s)",
+                      flush=True)
 
     print(f"\n## one submission alone, one worker ({way}, mode {mode}; seconds)")
-    print("| lab | whole | nbgrader run | outside scoring | merge | overhead (whole - nbgrader run) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for lab, whole, run, scoring, merge in rows:
-        print(f"| {lab} | {whole:.1f} | {run:.1f} | {scoring:.1f} | {merge:.2f} | {whole - run:.1f} |")
+    print("| lab | whole | nbgrader run | outside scoring | merge | overhead (whole - nbgrader run) | CPU seconds |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for lab, whole, run, scoring, merge, cpu in rows:
+        print(f"| {lab} | {whole:.1f} | {run:.1f} | {scoring:.1f} | {merge:.2f} | {whole - run:.1f} | {cpu:.1f} |")
     if batches:
         print(f"\n## batches of {args.batch} ({way}, mode {mode})")
-        print("| lab | workers | seconds per submission | submissions per hour | per hour per core |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for lab, workers, per in batches:
+        print("| lab | workers | seconds per submission | submissions per hour | per hour per core "
+              "| CPU seconds per submission |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for lab, workers, per, cpu in batches:
             used = min(workers, cores)
-            print(f"| {lab} | {workers} | {per:.1f} | {3600 / per:.0f} | {3600 / per / used:.0f} |")
+            print(f"| {lab} | {workers} | {per:.1f} | {3600 / per:.0f} | {3600 / per / used:.0f} | {cpu:.1f} |")
     return 0
 
 
