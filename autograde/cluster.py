@@ -20,22 +20,36 @@ log = logging.getLogger(__name__)
 ALLOWED_FAILURES = 1  # a task whose worker died is retried once, then reported
 
 
+# How grading uses Dask: a task whose worker died is retried once; workers may start processes (nbgrader).
+SETTINGS = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+            "distributed.worker.daemon": False,  # workers start nbgrader processes
+            "distributed.logging.distributed": "error"}
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int = 1) -> Iterator:
+    """A ``LocalCluster`` of ``workers`` single-threaded worker processes set up for grading (:data:`SETTINGS`)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set(SETTINGS), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
+                         dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+        yield cluster
+
+
 @contextlib.contextmanager
 def open_client(scheduler: str | None = None, workers: int = 1) -> Iterator:
-    """A ``distributed.Client`` on ``scheduler``, or on a new ``LocalCluster`` of ``workers`` processes."""
+    """A ``distributed.Client`` on ``scheduler``, or on a new :func:`local_cluster` of ``workers`` processes."""
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                          "distributed.worker.daemon": False,  # workers start nbgrader processes
-                          "distributed.logging.distributed": "error"}):
+    with dask.config.set(SETTINGS):
         if scheduler:
             with Client(scheduler, timeout="30s") as client:
                 yield client
             return
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
-                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-                Client(cluster) as client:
+        with local_cluster(workers) as cluster, Client(cluster) as client:
             yield client
 
 

@@ -39,7 +39,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory) -> kit.Batch:
+def batch(tmp_path_factory, grading_cluster) -> kit.Batch:
     """The troublemakers of :func:`kit.bad_hand_ins`, graded sandboxed with tight limits, then exported."""
     kit.require_sandbox()
     batch = kit.generated_course(tmp_path_factory.mktemp("bad"), LAB)
@@ -48,7 +48,8 @@ def batch(tmp_path_factory) -> kit.Batch:
         kit.hand_in(batch.course.root / "inbox", student, LAB, nb)
     autograde.collect(batch.course, batch.course.root / "inbox")
     batch.extra["before"] = digest(batch.course.folder("submitted"))
-    results = autograde.autograde(batch.course, [LAB], mode="smoke", workers=2, cell_timeout=CELL_TIMEOUT,
+    results = autograde.autograde(batch.course, [LAB], mode="smoke", scheduler=grading_cluster,
+                                  cell_timeout=CELL_TIMEOUT,
                                   sandboxed=True, memory=MEMORY_LIMIT, processes=PROCESS_LIMIT)
     batch.results = {r.student: r for r in results}
     batch.export = autograde.export(batch.course, batch.course.root / "grades.csv")

@@ -47,7 +47,7 @@ def cheating(nb):
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory) -> kit.Batch:
+def batch(tmp_path_factory, grading_cluster) -> kit.Batch:
     """Hand-ins with weights: good, missing, damaged, trained on the test images, and the bad ones of
     :func:`kit.bad_hand_ins`; graded from their weights, two of them audited. ``extra``: specs, todos."""
     kit.require_sandbox()
@@ -78,7 +78,7 @@ def batch(tmp_path_factory) -> kit.Batch:
     autograde.collect(course, inbox)
     # The instructor ran the solution too: its weights sit in the source folder and must reach nobody.
     shutil.copytree(cheat, course.folder("source") / LAB / "weights")
-    options = dict(mode="smoke", workers=2, sandboxed=True, handed_in=True)
+    options = dict(mode="smoke", scheduler=grading_cluster, sandboxed=True, handed_in=True)
     results = {r.student: r for r in autograde.autograde(
         course, [LAB], students=[s for s in hand_ins if s not in ("a_good", "x_cheat")], **options)}
     results |= {r.student: r for r in autograde.autograde(course, [LAB], students=["a_good", "x_cheat"],

@@ -32,21 +32,21 @@ def alternative_path(lab: str) -> Path:
     return REPO / "tests" / "fixtures" / lab / "alternative.py"
 
 
-def grade_lab(lab: str, folder: Path) -> kit.Batch:
-    """Generate, collect and autograde solution / release / patcher / alternative of one lab."""
+def grade_lab(lab: str, folder: Path, scheduler: str) -> kit.Batch:
+    """Generate, collect and autograde solution / release / patcher / alternative of one lab on ``scheduler``."""
     batch = kit.generated_course(folder, lab)
     good = kit.solved(batch.release, batch.source)
     hand_ins = {"solution": good, "release": batch.release,
                 "patcher": kit.insert_before_tests(good, kit.attack("grader_patch"))}
     if alternative_path(lab).is_file():
         hand_ins["alternative"] = kit.fill(batch.release, kit.load_alternative(alternative_path(lab)))
-    return kit.grade_batch(batch, hand_ins, workers=2)
+    return kit.grade_batch(batch, hand_ins, scheduler=scheduler)
 
 
 @pytest.fixture(scope="class")
-def batch(request, tmp_path_factory) -> kit.Batch:
+def batch(request, tmp_path_factory, grading_cluster) -> kit.Batch:
     """One lab's graded batch (the lab of the test class)."""
-    return grade_lab(request.cls.lab, tmp_path_factory.mktemp(request.cls.lab))
+    return grade_lab(request.cls.lab, tmp_path_factory.mktemp(request.cls.lab), grading_cluster)
 
 
 def full_marks(batch: kit.Batch, student: str) -> None:

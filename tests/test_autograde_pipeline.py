@@ -54,9 +54,9 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     kit.hand_in(inbox, "bob", LAB, release)  # handed in untouched
     text = nbformat.writes(solved)
     kit.hand_in(inbox, "carol", LAB, text[: len(text) // 2])  # upload cut short
-    # Each cell is within the 10 s limit, the whole far beyond the 75 s cap for a submission.
+    # Each cell is within the 10 s limit, the whole (60 s) beyond the 45 s cap for a submission.
     slow = copy.deepcopy(solved)
-    slow.cells += [nbformat.v4.new_code_cell("import time\ntime.sleep(8)") for _ in range(12)]
+    slow.cells += [nbformat.v4.new_code_cell("import time\ntime.sleep(5)") for _ in range(12)]
     kit.hand_in(inbox, "dave", LAB, slow)
     # Ignores the interrupt: nbgrader cannot go on with this notebook.
     kit.hand_in(inbox, "hank", LAB, kit.fill(solved, {
@@ -74,7 +74,7 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     assert (course.folder("submitted") / "carol" / LAB / f"{LAB}.ipynb").read_text() == text[: len(text) // 2]
 
     out = run_cli(course, "autograde", "--mode", "smoke", "--workers", "2",
-                  "--cell-timeout", "10", "--submission-timeout", "75")
+                  "--cell-timeout", "10", "--submission-timeout", "45")
     log = out.stdout + out.stderr
     assert out.returncode == 1, log  # carol, dave, hank and ivan need attention
     assert "grading 8 submission(s) in mode smoke with 2 process(es)" in log
@@ -95,7 +95,7 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     assert set(rows) == {"alice", "bob", "carol", "dave", "frank", "gina", "hank", "ivan"}
     assert rows["ivan"]["status"] == "error" and "kernel died in mean" in rows["ivan"]["message"]
     assert rows["carol"]["status"] == "error" and "not valid JSON" in rows["carol"]["message"]
-    assert rows["dave"]["status"] == "error" and "stopped after 75 s" in rows["dave"]["message"]
+    assert rows["dave"]["status"] == "error" and "stopped after 45 s" in rows["dave"]["message"]
     assert rows["hank"]["status"] == "error" and "went on running after the interrupt" in rows["hank"]["message"]
     assert not (course.folder("autograded") / "dave" / LAB).exists()
     with pytest.raises(Exception, match="No such submitted notebook"):

@@ -199,7 +199,7 @@ class _MutantLab:
         assert not missed, "\n".join(missed) + "\n\nreports:\n" + "\n".join(
             f"--- {name}\n{text[-2500:]}" for name, text in reports.items())
 
-    def test_grading_takes_points_for_each_mistake(self, tmp_path):
+    def test_grading_takes_points_for_each_mistake(self, tmp_path, grading_cluster):
         if self.lab not in GRADED_LABS:
             pytest.skip(f"{self.lab}'s mutants are validated, not graded (CI time)")
         course = kit.copy_course(tmp_path, [self.lab])
@@ -212,7 +212,8 @@ class _MutantLab:
         for name, code in controls(self.lab).items():
             kit.hand_in(inbox, name, self.lab, kit.fill(kit.solved(release, source), code))
         autograde.collect(course, inbox)
-        results = {r.student: r for r in autograde.autograde(course, [self.lab], mode="smoke", workers=2)}
+        results = {r.student: r for r in autograde.autograde(course, [self.lab], mode="smoke",
+                                                                 scheduler=grading_cluster)}
         problems = []
         for handin, student in zip(handins, handin_names(handins)):
             if results[student].status != "graded":

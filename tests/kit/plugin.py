@@ -5,6 +5,7 @@ Each returns a plain path or a :class:`kit.Batch`; the helpers behind them are i
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,18 @@ def sandboxed() -> None:
 def toy_batch(tmp_path) -> kit.Batch:
     """A throwaway course with the toy lab generated (two TODOs, no torch), nothing graded yet."""
     return kit.generated_course(tmp_path / "course", kit.TOY_LAB)
+
+
+@pytest.fixture(scope="session")
+def grading_cluster() -> Iterator[str]:
+    """The address of a Dask cluster of two grading workers, shared by this test process's lab batches.
+
+    Each ``autograde`` call otherwise starts a cluster of its own, and its workers import the grader and
+    load the datasets again (about 10 s of CPU each on the project's machine). Pass it as ``scheduler=``
+    where the cluster is not what a test is about, and the workers' environment (the test process's at
+    the session's start) is the one the test grades in.
+    """
+    from autograde import cluster
+
+    with cluster.local_cluster(workers=2) as shared:
+        yield shared.scheduler_address
