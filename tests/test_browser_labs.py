@@ -13,11 +13,6 @@ student meets it:
   success, and its dialog shows the kit's verdict (which names the items only the
   grader checks) instead of nbgrader's "Success! Your notebook passes all the tests.".
 
-What is under test here is the students' path through JupyterLab, so the server's kernels train
-and evaluate on two batches per epoch (``COURSE_MAX_BATCHES=2``, the kit's quick run; no visible
-check depends on how well a model trained). Every lab's whole smoke run is executed by nbval
-(``solutions/``) and graded in ``test_autograde_labs.py``.
-
 The server runs on a free localhost port with a token, in a scratch copy of the
 course folder's ``notebooks/`` and students' ``nbgrader_config.py`` (so Validate
 gives each cell its run mode's time, as it does for students); Chromium comes
@@ -45,7 +40,6 @@ from kit.browser import (RENDERED_IMAGES_JS, RUN_BLANK_S, RUN_FINISHED_S, LabSer
                          write_finished)
 
 NBGRADER_SUCCESS = "Success! Your notebook passes all the tests."  # nbgrader's own text, which the verdict replaces
-QUICK_BATCHES = 2  # batches per epoch in the server's kernels (see the module's docstring)
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -55,7 +49,7 @@ def lab_server(tmp_path_factory) -> Iterator[LabServer]:
     if not discover_labs():
         pytest.skip("no student notebooks in notebooks/ yet")
     root = scratch_copy(tmp_path_factory.mktemp("jupyterlab"))
-    server = start_server(root, max_batches=QUICK_BATCHES)
+    server = start_server(root)
     try:
         yield server
     finally:
