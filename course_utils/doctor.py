@@ -5,7 +5,8 @@ run mode, where the datasets come from, nbgrader's Jupyter extensions, the kit's
 in Validate's dialog), then one line per problem with its fix. The exit code is 1 when
 something would stop a lab (a ``PROBLEM`` line) and 0 otherwise (``WARNING`` lines do not
 stop a lab: a missing Validate button or verdict, versions other than the pinned ones, a
-dataset that is neither cached nor mirrored and so needs the internet).
+dataset that is neither cached nor mirrored and so needs the internet, a jsonschema whose
+import costs every nbformat user about 2 s).
 
 The datasets come from the registry in :mod:`course_utils.data`; their errors
 carry their own fix (``DataError.fix``), printed as is. Nothing here uses the
@@ -312,6 +313,23 @@ def check_jupyter(report: Report) -> None:
     check_verdict(report, server, lab_extensions, disabled)
 
 
+def check_slow_imports(report: Report) -> None:
+    """A known cost outside the kit: jsonschema from 4.25 on imports rfc3987-syntax, when installed, in every
+    process that imports nbformat, and that import builds ~35 parsers (python-jsonschema/jsonschema#1428)."""
+    jsonschema, slow = _installed("jsonschema"), _installed("rfc3987-syntax")
+    if not (jsonschema and slow) or _installed("rfc3987") is not None:  # rfc3987, when present, is used instead
+        return
+    try:
+        if tuple(int(part) for part in jsonschema.split(".")[:2]) < (4, 25):
+            return
+    except ValueError:
+        pass
+    report.warning(f"jsonschema {jsonschema} imports rfc3987-syntax {slow}: about 2 s more for every process that "
+                   f"imports nbformat (JupyterLab's start, each Validate, nbgrader's run for each graded hand-in)",
+                   "`pip uninstall rfc3987-syntax` (jsonschema then skips the `iri` format check, which no notebook "
+                   "uses), or install the pinned requirements, which keep jsonschema below 4.25")
+
+
 def check_verdict(report: Report, server: dict, lab_extensions: dict, disabled: set) -> None:
     """The kit's verdict in Validate's dialog: its JupyterLab extension and its server extension."""
     lab = VERDICT_LAB_EXTENSION in lab_extensions
@@ -403,6 +421,7 @@ def diagnose(grading: bool = False, online: bool = False) -> Report:
         if named:  # without it, the default mode needs torch
             check_mode(report, None)
     check_jupyter(report)
+    check_slow_imports(report)
     if grading:
         check_grading(report)
     return report

@@ -193,6 +193,26 @@ def test_enabled_extensions_are_found():
     assert not report.findings, report.render()
 
 
+def test_a_slow_jsonschema_import_is_a_warning_with_its_fix(monkeypatch):
+    """jsonschema 4.25+ with rfc3987-syntax: a warning naming the cost and the fix; not with the pinned jsonschema,
+    nor where jsonschema uses rfc3987 instead; this environment (installed from the pins) has no such cost."""
+    report = doctor.Report()
+    doctor.check_slow_imports(report)
+    assert not report.findings, report.render()
+    for versions, warned in (({"jsonschema": "4.26.0", "rfc3987-syntax": "1.1.0"}, True),
+                             ({"jsonschema": "4.24.1", "rfc3987-syntax": "1.1.0"}, False),
+                             ({"jsonschema": "4.26.0", "rfc3987-syntax": "1.1.0", "rfc3987": "1.3.8"}, False),
+                             ({"jsonschema": "4.26.0"}, False)):
+        monkeypatch.setattr(doctor, "_installed", versions.get)
+        report = doctor.Report()
+        doctor.check_slow_imports(report)
+        found = lines(report, "warning")
+        assert bool(found) == warned, (versions, found)
+        if warned:
+            assert "rfc3987-syntax 1.1.0" in found[0] and "`pip uninstall rfc3987-syntax`" in found[0], found
+            assert report.exit_code == 0
+
+
 def test_missing_torch_is_a_problem_not_a_crash():
     code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['course_utils', 'doctor']; "
             "runpy.run_module('course_utils', run_name='__main__')")
