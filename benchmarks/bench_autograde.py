@@ -13,8 +13,10 @@ Dask LocalCluster, as ``python -m autograde autograde`` does):
    submission, submissions per hour, and per hour per core.
 
 Each figure comes with the CPU seconds that every process of the run used (this one, the cluster's
-workers, nbgrader, the kernels and the scorers, from ``getrusage``): unlike wall-clock seconds, they
-hardly change when something else shares the machine, so they compare two versions of the code.
+workers, nbgrader, the kernels and the scorers, sandboxed ones included: counted in a cgroup v1
+``cpuacct`` group of the benchmark's own, or from ``getrusage`` where that cannot be made, which
+misses the sandboxed processes and says so): unlike wall-clock seconds, they hardly change when
+something else shares the machine, so they compare two versions of the code.
 
 The fixed overhead that is not the notebook's own run (cluster start, nbgrader and kernel start,
 sandbox, merge) is measured on the toy lab, whose notebook costs nothing. Use the figures with
@@ -47,6 +49,7 @@ from kit import REPO  # noqa: E402
 
 
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+GROUP = CPUACCT / f"coursekit-bench-{os.getpid()}"  # this run's group (see count_cpu)
 
 
 def count_cpu() -> str:
@@ -59,20 +62,18 @@ def count_cpu() -> str:
     for old in CPUACCT.glob("coursekit-bench-*"):  # earlier runs' groups, removed once their last process ended
         with contextlib.suppress(OSError):
             old.rmdir()
-    group = CPUACCT / f"coursekit-bench-{os.getpid()}"
     try:
-        group.mkdir(exist_ok=True)
-        (group / "cgroup.procs").write_text(str(os.getpid()))
+        GROUP.mkdir(exist_ok=True)
+        (GROUP / "cgroup.procs").write_text(str(os.getpid()))
     except OSError as exc:
         return f"getrusage: sandboxed processes not counted ({exc.strerror or exc})"
-    return f"cgroup {group}"
+    return f"cgroup {GROUP}"
 
 
 def cpu_seconds() -> float:
     """CPU seconds used so far by this process and every process it started (see :func:`count_cpu`)."""
-    group = CPUACCT / f"coursekit-bench-{os.getpid()}"
-    if (group / "cpuacct.usage").is_file():
-        return int((group / "cpuacct.usage").read_text()) / 1e9
+    if (GROUP / "cpuacct.usage").is_file():
+        return int((GROUP / "cpuacct.usage").read_text()) / 1e9
     return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
                for field in ("ru_utime", "ru_stime"))
 

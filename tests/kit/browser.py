@@ -83,11 +83,11 @@ class LabServer:
         return f"{self.base}/lab/tree/{path}?reset&token={self.token}"
 
     def api(self, path: str, method: str = "GET") -> object:
-        request = urllib.request.Request(f"{self.base}/api/{path}", method=method,
-                                         headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            body = reply.read()
-        return json.loads(body) if body else None
+        """The server's REST API (``api/<path>``, through :meth:`call`): its JSON answer; an error status raises."""
+        status, answer = self.call(f"api/{path}", method)
+        if status >= 400:
+            raise urllib.error.HTTPError(f"{self.base}/api/{path}", status, str(answer)[:300], None, None)
+        return answer
 
     def call(self, path: str, method: str = "GET", body: dict | None = None, token: bool = True,
              timeout: float = 10) -> tuple[int, object]:
