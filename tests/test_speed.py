@@ -1,5 +1,9 @@
-"""course_utils.speed: the bfloat16 wrapper trains the wrapped module itself, step after step."""
+"""course_utils.speed: the bfloat16 wrapper trains the wrapped module itself, step after step; fast_cpu keeps freed memory."""
 from __future__ import annotations
+
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -58,3 +62,31 @@ def test_fast_cpu_wraps_on_a_bf16_cpu_and_can_be_turned_off(monkeypatch):
 def test_fast_cpu_leaves_other_devices_alone():
     model = small_cnn().to("meta")
     assert speed.fast_cpu(model) is model and not speed.bf16_forward("meta")
+
+
+_PAGE_FAULTS = """
+import resource, sys, torch
+from course_utils import speed
+kept = sys.argv[1] == "keep" and speed.fast_cpu(torch.nn.Linear(2, 2), "cpu") is not None and speed.keep_freed_memory()
+for step in range(30):
+    if step == 20:  # the heap settles within a few steps; count the last ten
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    maps = torch.ones(16, 1024, 1024)  # one 64 MB attention map of lab 4 (batch 16, 32x32 positions)
+    del maps
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory acts on glibc only")
+def test_fast_cpu_keeps_freed_memory_so_large_tensors_stop_faulting_in_new_pages():
+    """Each fresh 64 MB block costs 16,384 page faults (new zeroed pages); kept memory is reused instead."""
+    runs = {}
+    for how in ("default", "keep"):
+        out = subprocess.run([sys.executable, "-c", _PAGE_FAULTS, how], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        kept, faults = out.stdout.split()
+        runs[how] = (kept == "True", int(faults))
+    pages = 64 * 2**20 // 4096
+    assert runs["keep"][0], "fast_cpu on a CPU should have set glibc's malloc to keep freed memory"
+    assert runs["default"][1] > 5 * pages, f"without it, every 64 MB tensor faults in new pages: {runs}"
+    assert runs["keep"][1] < pages, f"with it, 64 MB tensors should reuse freed memory, not fault in new pages: {runs}"
