@@ -12,9 +12,9 @@ The parameters, the optimiser state and the gradients stay float32; only the for
 in bfloat16, so the trained module is the same object, with float32 weights, as without it.
 
 :func:`fast_cpu` also asks the C library to keep freed memory for reuse (:func:`keep_freed_memory`):
-every training step of lab 4 allocates and frees (N, HW, HW) attention maps of 32 MB and more, which
-glibc takes from the operating system afresh each time, and the kernel then spends its time zeroing
-new pages.
+every training step of lab 4 allocates and frees (N, HW, HW) attention maps of 64 MB (batch size 16),
+which glibc takes from the operating system afresh each time, and the kernel then spends its time
+zeroing new pages.
 
 **On a CUDA GPU** (full mode's default) :func:`fast_cpu` does nothing; instead ``training.train``
 and ``training.evaluate`` read the switches in :data:`gpu` (a :class:`GpuOptions`), one per speed-up,
@@ -88,8 +88,9 @@ def keep_freed_memory() -> bool:
     (``M_MMAP_MAX`` = 0) and trimming the heap only beyond :data:`KEEP_FREED_BYTES` removes that
     work. Measured on the project's 2-core CPU on 2026-12-06: lab 4's smoke run (one thread) took
     14.7 s → 1.3 s of system time and 49 s → 36 s in all (the same accuracies to the last digit), its
-    peak memory 2.02 → 2.08 GB; its laptop run (two threads) 14 min 35 s → 8 min 54 s. The price: memory freed after
-    training stays with the process (for its next use) instead of going back to the system.
+    peak memory 2.02 → 2.08 GB; its laptop run (two threads, tuning section off) took 8 min 54 s, where
+    it took 14 min 35 s on 2026-11-30. The price: memory freed after training stays with the process
+    (for its next use) instead of going back to the system.
 
     Once per process; True if glibc took both settings, False elsewhere (macOS, Windows, musl),
     where nothing changes.
