@@ -28,6 +28,7 @@ float32 below; and only for models where it pays (:func:`amp_pays`).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 from dataclasses import dataclass
@@ -76,9 +77,9 @@ def bf16_forward(device: torch.device | str) -> bool:
 # glibc's mallopt() parameters (malloc.h) and what keep_freed_memory sets them to.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 KEEP_FREED_BYTES = 1 << 30  # free memory at the top of the heap is handed back only beyond 1 GiB
-_kept: bool | None = None   # keep_freed_memory's answer, once asked
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make this process's C library (glibc) reuse freed memory instead of returning it to the system.
 
@@ -95,16 +96,13 @@ def keep_freed_memory() -> bool:
     Once per process; True if glibc took both settings, False elsewhere (macOS, Windows, musl),
     where nothing changes.
     """
-    global _kept
-    if _kept is None:
-        _kept = False
-        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            try:
-                mallopt = ctypes.CDLL(None).mallopt
-                _kept = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) == 1
-            except (OSError, AttributeError):
-                pass
-    return _kept
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) == 1
 
 
 def fast_cpu(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
