@@ -42,8 +42,9 @@ class GradingKernelManager(AsyncKernelManager):
         self._kernel_cwd: str | None = None
         self._stage: Path | None = None
         if self._plan and self._plan.get("sandbox"):
-            # No network inside: talk over unix sockets in a folder the sandbox can see.
-            self._ipc_dir = Path(tempfile.mkdtemp(prefix="ck-", dir="/tmp"))
+            # No network inside: talk over unix sockets in a folder the sandbox can see. The worker made the
+            # scratch folder and removes it, whatever becomes of this process.
+            self._ipc_dir = Path(tempfile.mkdtemp(prefix="k", dir=self._plan["scratch"]))
             self.transport = "ipc"
             self.ip = str(self._ipc_dir / "kernel")
             self.connection_file = str(self._ipc_dir / "kernel.json")
@@ -77,7 +78,7 @@ class GradingKernelManager(AsyncKernelManager):
         mounts = [*(Mount(*m) for m in self._plan["mounts"]), Mount.same(self._ipc_dir, writable=True),
                   Mount.same(folders["models"], writable=True), Mount(str(folders["cwd"]), self._kernel_cwd, True)]
         if self._stage is None:
-            self._stage = sandbox.new_stage()
+            self._stage = sandbox.new_stage(Path(self._plan["scratch"]))
         # its parent's pid means nothing in its own pid namespace; bwrap ends it with its parent
         return [*sandbox.prefix(mounts, stage=self._stage, cgroup_procs=self._plan.get("cgroup") or [],
                                 chdir=self._kernel_cwd)[:-1], "--unsetenv", "JPY_PARENT_PID", "--", *cmd]
@@ -91,13 +92,6 @@ class GradingKernelManager(AsyncKernelManager):
         self.session.send(self._control_socket, msg)
 
     interrupt_kernel = _async_interrupt_kernel  # nbclient calls the public name
-
-    async def _async_cleanup_resources(self, restart: bool = False) -> None:
-        await super()._async_cleanup_resources(restart=restart)
-        if not restart:
-            for folder in (self._ipc_dir, self._stage):
-                if folder is not None:
-                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _copy_plain_files(src: Path, dest: Path) -> None:

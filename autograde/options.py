@@ -16,6 +16,7 @@ from pathlib import Path
 from course_utils.modes import BATCHES_VAR, HANDIN_VAR
 
 from . import config, sandbox
+from .cgroups import human_bytes
 from .classstate import new_run_id
 from .course import Course, GradingError
 
@@ -117,7 +118,7 @@ class RunOptions:
         """One line for the log: what this run grades, where, in which mode, with which limits."""
         lim = self.limits
         how = f" from their handed-in weights ({audited} re-trained as an audit)" if self.handed_in else ""
-        box = (f", {sandbox.human_bytes(lim.memory_limit)} and {lim.process_limit} processes, sandboxed"
+        box = (f", {human_bytes(lim.memory_limit)} and {lim.process_limit} processes, sandboxed"
                if self.cgroups else (", sandboxed without limits" if self.sandbox else ""))
         return (f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: "
                 f"{lim.cell_timeout} s per cell, {lim.submission_timeout:.0f} s per submission{box}")

@@ -19,7 +19,7 @@ starts, so even a path the allowlist forgot would be readable only where the
 world may read it. What that user cannot reach on the host (a Python under
 ``/root``) is bind-mounted for it in a private mount namespace that ends with
 the sandbox. Memory and the number of processes and threads are capped by a
-cgroup per submission (``/sys/fs/cgroup/{memory,pids}``, writable by root).
+cgroup per submission (:mod:`autograde.cgroups`).
 Where either is missing, grading still works, unprotected, and
 :func:`support` says so in words.
 """
@@ -31,22 +31,21 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
+import stat
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_PARENT = "coursekit"
+from . import cgroups, leftovers
+
 SANDBOX_VAR = "COURSE_SANDBOX"  # JSON for the kernel manager: work folder, mounts, cgroup files (see kernel_plan)
-PLAN_VERSION = 2                 # of that JSON: a kernel manager refuses a plan it does not know
+PLAN_VERSION = 3                 # of that JSON: a kernel manager refuses a plan it does not know
 SANDBOX_UID = 1000               # the sandbox's user, inside; outside it is GRADING_USER
 SANDBOX_HOME = "/tmp"            # HOME inside: the private, throwaway /tmp
 GRADING_USER = "coursekit-grader"
+SCRATCH_PREFIX = "ck-"           # one hand-in's sandbox folder (new_scratch), in the temp folder
 # The system, read-only (merged-/usr links are recreated as links).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What of /etc a sandbox gets from the host: the dynamic linker's cache, the time zone, Debian's alternatives,
@@ -157,20 +156,6 @@ def _bwrap_problem(path: str | None) -> str:
     return "" if proc.returncode == 0 else f"bwrap fails here: {proc.stderr.strip()[:200]}"
 
 
-def _cgroups_problem() -> str:
-    if os.name != "posix" or os.geteuid() != 0:
-        return "only root can create cgroups"
-    for controller in ("memory", "pids"):
-        folder = CGROUP_ROOT / controller
-        if not folder.is_dir():
-            return f"no cgroup v1 {controller} controller at {folder}"
-        try:
-            (folder / CGROUP_PARENT).mkdir(exist_ok=True)
-        except OSError as exc:
-            return f"cannot create cgroups in {folder} ({exc.strerror})"
-    return ""
-
-
 @functools.cache
 def support() -> Support:
     """Probe bubblewrap (an empty sandbox, started exactly as grading starts one) and cgroups, once per process."""
@@ -184,7 +169,7 @@ def support() -> Support:
         bwrap_problem = f"missing: {', '.join(missing)} (util-linux)"
     else:
         bwrap_problem = _bwrap_problem(path)
-    cgroups_problem = _cgroups_problem()
+    cgroups_problem = cgroups.problem()
     return Support(bwrap=path if not bwrap_problem else None, bwrap_problem=bwrap_problem,
                    cgroups=not cgroups_problem, cgroups_problem=cgroups_problem)
 
@@ -271,13 +256,15 @@ def clean_env(env: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def kernel_plan(work: Path, cgroup_procs: list[str], sandboxed: bool) -> str:
-    """The JSON that tells the grading kernel manager (:mod:`autograde.kernel`) how to start its kernel."""
+def kernel_plan(work: Path, cgroup_procs: list[str], scratch: Path | None) -> str:
+    """The JSON that tells the grading kernel manager (:mod:`autograde.kernel`) how to start its kernel:
+    sandboxed, with its sockets and stage in ``scratch`` (:func:`new_scratch`), unless that is None."""
     import json
 
-    mounts = [[m.source, m.dest, m.writable] for m in course_mounts()] if sandboxed else []
+    mounts = [[m.source, m.dest, m.writable] for m in course_mounts()] if scratch else []
     return json.dumps({"version": PLAN_VERSION, "work": str(work), "cgroup": list(cgroup_procs),
-                       "sandbox": sandboxed, "mounts": mounts})
+                       "sandbox": scratch is not None, "scratch": str(scratch) if scratch else None,
+                       "mounts": mounts})
 
 
 def read_plan(text: str | None) -> dict | None:
@@ -291,7 +278,7 @@ def read_plan(text: str | None) -> dict | None:
     try:
         plan = json.loads(text)
         ok = (plan.get("version") == PLAN_VERSION and isinstance(plan.get("sandbox"), bool)
-              and {"work", "cgroup", "mounts"} <= plan.keys())
+              and {"work", "cgroup", "mounts", "scratch"} <= plan.keys() and bool(plan["scratch"]) == plan["sandbox"])
     except (ValueError, AttributeError):
         ok = False
     if not ok:
@@ -301,11 +288,32 @@ def read_plan(text: str | None) -> dict | None:
     return plan
 
 
-def new_stage() -> Path:
-    """A folder for one sandbox's made-up files and staged mounts (remove it when the sandbox has ended)."""
-    stage = Path(tempfile.mkdtemp(prefix="coursekit-stage-"))
+def new_stage(parent: Path | None = None) -> Path:
+    """A folder for one sandbox's made-up files and staged mounts, in ``parent`` (by default
+    :func:`scratch_parent`); remove it, or ``parent``, when the sandbox has ended."""
+    stage = Path(tempfile.mkdtemp(prefix="coursekit-stage-", dir=parent or scratch_parent()))
     stage.chmod(0o755)  # the grading user reads the made-up /etc files here
     return stage
+
+
+def new_scratch() -> Path:
+    """A folder for one hand-in's sandboxes, in :func:`scratch_parent`: its kernel's sockets and every stage.
+
+    The worker that grades the hand-in removes it when the hand-in is done, however its nbgrader process
+    ended; one of a worker that died goes with the next grading task (:mod:`autograde.leftovers`).
+    """
+    folder = Path(tempfile.mkdtemp(prefix=leftovers.tag(SCRATCH_PREFIX), dir=scratch_parent()))
+    folder.chmod(0o755)  # the grading user starts the sandboxes and reads their stages
+    return folder
+
+
+def scratch_parent() -> str:
+    """Where sandbox folders go: the temp folder where the grading user can reach it and its path is short (a
+    unix socket's path has at most 107 bytes), else ``/tmp``. Work folders stay in the temp folder:
+    root binds them into a sandbox, and the grading user never reaches them there."""
+    temp = Path(tempfile.gettempdir())
+    reachable = all(p.stat().st_mode & stat.S_IXOTH for p in [temp, *temp.parents])
+    return str(temp) if reachable and len(str(temp)) <= 40 else "/tmp"
 
 
 def share_datasets() -> None:
@@ -382,91 +390,3 @@ def join_cgroup(procs_files: list[str], argv: list[str]) -> list[str]:
         return argv
     script = "".join(f'echo $$ > "{f}" || exit 97; ' for f in procs_files) + 'exec "$@"'
     return ["/bin/sh", "-c", script, "sandbox", *argv]
-
-
-def human_bytes(n: int) -> str:
-    gib = n / (1 << 30)
-    return f"{gib:g} GiB" if gib >= 1 else f"{n / (1 << 20):g} MiB"
-
-
-class Cgroup:
-    """A memory and a pids cgroup (v1) for one submission; created with limits, removed by :meth:`close`."""
-
-    def __init__(self, name: str, *, memory: int | None, processes: int | None):
-        self.name = f"{name}-{uuid.uuid4().hex[:8]}"
-        self.memory, self.processes = memory, processes
-        self.dirs = {c: CGROUP_ROOT / c / CGROUP_PARENT / self.name for c in ("memory", "pids")}
-        for folder in self.dirs.values():
-            folder.mkdir(parents=True)
-        if memory:
-            (self.dirs["memory"] / "memory.limit_in_bytes").write_text(str(memory))
-            swap = self.dirs["memory"] / "memory.memsw.limit_in_bytes"
-            if swap.exists():  # no escape into swap
-                try:
-                    swap.write_text(str(memory))
-                except OSError:
-                    pass
-        if processes:
-            (self.dirs["pids"] / "pids.max").write_text(str(processes))
-
-    @property
-    def procs_files(self) -> list[str]:
-        return [str(folder / "cgroup.procs") for folder in self.dirs.values()]
-
-    def pids(self) -> set[int]:
-        found: set[int] = set()
-        for folder in self.dirs.values():
-            try:
-                found |= {int(p) for p in (folder / "cgroup.procs").read_text().split()}
-            except OSError:
-                pass
-        return found
-
-    def _read(self, controller: str, file: str) -> str:
-        try:
-            return (self.dirs[controller] / file).read_text()
-        except OSError:
-            return ""
-
-    def process_limit_hit(self) -> bool:
-        events = dict(line.split() for line in self._read("pids", "pids.events").splitlines() if " " in line)
-        return int(events.get("max", 0)) > 0
-
-    def memory_limit_hit(self) -> bool:
-        control = dict(line.split() for line in self._read("memory", "memory.oom_control").splitlines() if " " in line)
-        return int(control.get("oom_kill", 0)) > 0
-
-    def breaches(self) -> list[str]:
-        """The limits this submission ran into, in words."""
-        out = []
-        if self.memory and self.memory_limit_hit():
-            out.append(f"used more than {human_bytes(self.memory)} of memory (the limit); its kernel was killed")
-        if self.processes and self.process_limit_hit():
-            out.append(f"tried to run more than {self.processes} processes or threads (the limit); its kernel "
-                       f"was stopped")
-        return out
-
-    def kill(self, rounds: int = 50) -> None:
-        """SIGKILL everything in the cgroup, repeatedly, until it is empty (a fork bomb keeps forking)."""
-        for _ in range(rounds):
-            pids = self.pids()
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.kill()
-        for folder in self.dirs.values():
-            for _ in range(20):
-                try:
-                    folder.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:  # processes still exiting
-                    time.sleep(0.1)

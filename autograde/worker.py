@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from . import audit, execute, gradebook, publish, sandbox, scorer
+from . import audit, cgroups, execute, gradebook, leftovers, publish, sandbox, scorer
 from .collect import readable
 from .config import SCORER_TIMEOUT
 from .course import GradingError
@@ -32,6 +32,7 @@ from .kernel import work_folders
 from .options import Job, RunOptions
 
 DONE = "autograde finished:"  # last line of a submission's log once its result is recorded
+WORK_PREFIX = "coursekit-grading-"  # one grading task's work folder, in the temp folder
 
 
 @dataclass
@@ -98,7 +99,7 @@ def _kill_tree(proc: subprocess.Popen, grace: float = 10.0) -> None:
     proc.wait()
 
 
-def _wait(proc: subprocess.Popen, cgroup: sandbox.Cgroup | None, timeout: float) -> int | None:
+def _wait(proc: subprocess.Popen, cgroup: cgroups.Cgroup | None, timeout: float) -> int | None:
     """Wait for nbgrader; stop the kernel at once when it runs into the process limit. None after a timeout."""
     deadline = time.monotonic() + timeout
     stopped = False
@@ -156,20 +157,17 @@ def _annotate(path: Path, rows: list[dict]) -> None:
     nbformat.write(nb, path)
 
 
-def _score_outside(options: RunOptions, job: Job, work: Path, cgroup: sandbox.Cgroup | None) -> list[dict]:
+def _score_outside(options: RunOptions, job: Job, work: Path, cgroup: cgroups.Cgroup | None,
+                   scratch: Path | None) -> list[dict]:
     models = work_folders(work)["models"]
     procs = cgroup.procs_files if cgroup is not None else []
     env = options.env()
-    if not options.sandbox:
+    if scratch is None:
         return scorer.run(list(job.specs), models, prefix=sandbox.join_cgroup(procs, []), env=env,
                           timeout=SCORER_TIMEOUT)
-    stage = sandbox.new_stage()
-    try:
-        prefix = sandbox.prefix([*sandbox.course_mounts(), sandbox.Mount.same(models)], stage=stage,
-                                cgroup_procs=procs)
-        return scorer.run(list(job.specs), models, prefix=prefix, env=sandbox.clean_env(env), timeout=SCORER_TIMEOUT)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    prefix = sandbox.prefix([*sandbox.course_mounts(), sandbox.Mount.same(models)], stage=sandbox.new_stage(scratch),
+                            cgroup_procs=procs)
+    return scorer.run(list(job.specs), models, prefix=prefix, env=sandbox.clean_env(env), timeout=SCORER_TIMEOUT)
 
 
 # --------------------------------------------------------------------------- one outcome each
@@ -193,7 +191,7 @@ def _crashed(result: Result, options: RunOptions, breaches: list[str], events: l
 
 
 def _graded(result: Result, options: RunOptions, job: Job, work: Path, graded: Path, breaches: list[str],
-            cgroup: sandbox.Cgroup | None) -> None:
+            cgroup: cgroups.Cgroup | None, scratch: Path | None) -> None:
     """nbgrader saved grades: note what the graded notebook says happened, then score the models outside."""
     result.db = work / "gradebook.db"
     notebook = nbformat.read(graded, as_version=4)
@@ -208,7 +206,7 @@ def _graded(result: Result, options: RunOptions, job: Job, work: Path, graded: P
                             f"its feedback shows them as written")
     if job.specs:
         start = time.perf_counter()
-        result.outside = _score_outside(options, job, work, cgroup)
+        result.outside = _score_outside(options, job, work, cgroup, scratch)
         result.timings["scoring"] = time.perf_counter() - start
         result.overrides = {row["grade_id"]: 0.0 for row in result.outside if not row["passed"]}
         if result.overrides:
@@ -238,14 +236,18 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         folder.mkdir(parents=True, exist_ok=True)
     gradebook.copy_db(options.db, work / "gradebook.db")
     lim = options.limits
-    cgroup = (sandbox.Cgroup(f"{job.lab}-{job.student}", memory=lim.memory_limit, processes=lim.process_limit)
-              if options.cgroups else None)
-    plan = sandbox.kernel_plan(work, cgroup.procs_files if cgroup else [], options.sandbox)
     autograded = work / "autograded" if audit_run else options.autograded
     events = work / "events.jsonl"
     cmd = options.nbgrader_args(job.lab, job.student, work / "gradebook.db", autograded if audit_run else None,
                                 events=events)
+    cgroup: cgroups.Cgroup | None = None
+    scratch: Path | None = None
     try:
+        if options.cgroups:
+            cgroup = cgroups.Cgroup(f"{job.lab}-{job.student}", memory=lim.memory_limit, processes=lim.process_limit)
+        if options.sandbox:
+            scratch = sandbox.new_scratch()
+        plan = sandbox.kernel_plan(work, cgroup.procs_files if cgroup else [], scratch)
         with open(result.log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=options.config_dir, stdout=out, stderr=subprocess.STDOUT, text=True,
                                     env=dict(options.env(quick=quick), **{sandbox.SANDBOX_VAR: plan}),
@@ -259,11 +261,13 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         elif code != 0:
             _crashed(result, options, breaches, execute.read_events(events))
         else:
-            _graded(result, options, job, work, graded, breaches, cgroup)
+            _graded(result, options, job, work, graded, breaches, cgroup, scratch)
         result.seconds = time.perf_counter() - start
     finally:
         if cgroup is not None:
             cgroup.close()
+        if scratch is not None:  # the kernel's sockets and the stages, however nbgrader ended
+            shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 
@@ -303,6 +307,14 @@ def _audit(options: RunOptions, job: Job, work_root: Path, result: Result) -> No
         result.notes.append("AUDIT: " + "; ".join(f"{row['label']}: {row['note']}" for row in flagged))
 
 
+def sweep_leftovers() -> list[str]:
+    """Remove what grading processes that died left behind: their work and scratch folders, their cgroups
+    (:mod:`autograde.leftovers`). Returns their names."""
+    folders = {Path(tempfile.gettempdir()), Path("/tmp")}
+    removed = [p.name for f in folders for p in leftovers.sweep(f, (WORK_PREFIX, sandbox.SCRATCH_PREFIX))]
+    return removed + cgroups.sweep()
+
+
 def grade_task(job: Job, options: RunOptions) -> Result:
     """One hand-in as a Dask task: grading and scoring on this worker; the private gradebook comes back in
     the result, so the client can merge it wherever the worker ran.
@@ -310,7 +322,8 @@ def grade_task(job: Job, options: RunOptions) -> Result:
     With ``options.handed_in`` the hand-in's weights are graded; an audited job is re-trained as well
     and the scores compared (``result.audit``).
     """
-    work_root = Path(tempfile.mkdtemp(prefix="coursekit-grading-"))
+    sweep_leftovers()
+    work_root = Path(tempfile.mkdtemp(prefix=leftovers.tag(WORK_PREFIX)))
     try:
         if options.sandbox:
             prepare_data(options.source, [job.lab])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import autograde
-from autograde import sandbox
+from autograde import cgroups, sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit: throwaway courses
 import kit  # noqa: E402
@@ -80,15 +81,19 @@ def main() -> None:
         name = lab or "toy lab (no torch)"
         print(f"{name}: {plain:.2f} s per submission unsandboxed, {boxed:.2f} s sandboxed: "
               f"overhead {boxed - plain:+.2f} s ({args.copies} submissions, one worker, smoke mode)")
-    stage = sandbox.new_stage()
-    empty = timed(lambda: subprocess.run(sandbox.prefix([], stage=stage) + ["/usr/bin/true"], check=True))
-    full = timed(lambda: subprocess.run(sandbox.prefix(sandbox.course_mounts(), stage=stage) + ["/usr/bin/true"],
-                                        check=True))
+    scratch = sandbox.new_scratch()  # open to the grading user, as grading's is
+    try:
+        stage = sandbox.new_stage(scratch)
+        empty = timed(lambda: subprocess.run(sandbox.prefix([], stage=stage) + ["/usr/bin/true"], check=True))
+        full = timed(lambda: subprocess.run(sandbox.prefix(sandbox.course_mounts(), stage=stage) + ["/usr/bin/true"],
+                                            check=True))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(f"empty bubblewrap sandbox: {empty * 1000:.0f} ms to start and stop; with the course's mounts "
           f"{full * 1000:.0f} ms (as {sandbox.identity().name})")
     if found.cgroups:
         def pair():
-            sandbox.Cgroup("bench", memory=1 << 30, processes=64).close()
+            cgroups.Cgroup("bench", memory=1 << 30, processes=64).close()
         print(f"cgroup pair (memory + pids): {timed(pair) * 1000:.0f} ms to create and remove")
 
 

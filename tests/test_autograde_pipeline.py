@@ -10,8 +10,10 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import nbformat
 import pytest
 
 import autograde  # noqa: E402
-from autograde import cli  # noqa: E402
+from autograde import cli, sandbox  # noqa: E402
 
 import kit
 
@@ -27,10 +29,10 @@ LAB = kit.TOY_LAB
 pytestmark = pytest.mark.slow
 
 
-def run_cli(course: autograde.Course, *args: str) -> subprocess.CompletedProcess:
-    """``python -m autograde --course ROOT ARGS`` as an instructor types it."""
+def run_cli(course: autograde.Course, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python -m autograde --course ROOT ARGS`` as an instructor types it (``env``: variables to add)."""
     return subprocess.run([sys.executable, "-m", "autograde", "--course", str(course.root), *args],
-                          capture_output=True, text=True, env=autograde.tool_env(), timeout=900)
+                          capture_output=True, text=True, env=autograde.tool_env() | env, timeout=900)
 
 
 @pytest.fixture
@@ -73,11 +75,21 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     assert "not valid JSON" in out.stdout and "unknown lab" in out.stdout
     assert (course.folder("submitted") / "carol" / LAB / f"{LAB}.ipynb").read_text() == text[: len(text) // 2]
 
-    out = run_cli(course, "autograde", "--mode", "smoke", "--workers", "2",
-                  "--cell-timeout", "10", "--submission-timeout", "45")
+    # A temp folder of the grader's own, where its sandboxes' folders go too (short, open to the grading user).
+    temp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))
+    temp.chmod(0o755)
+    try:
+        out = run_cli(course, "autograde", "--mode", "smoke", "--workers", "2",
+                      "--cell-timeout", "10", "--submission-timeout", "45", TMPDIR=str(temp))
+        left = sorted(p.name for p in temp.iterdir() if p.name != "dask-scratch-space")
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     log = out.stdout + out.stderr
     assert out.returncode == 1, log  # carol, dave, hank and ivan need attention
     assert "grading 8 submission(s) in mode smoke with 2 process(es)" in log
+    assert ("sandboxed" in log) == bool(sandbox.support().bwrap), log
+    # Nothing of a hand-in stays behind, even where nbgrader was killed (dave's time limit, hank's interrupt).
+    assert not left, left
     graded = {s: kit.item_scores(course, LAB, s) for s in ("alice", "bob", "frank", "gina", "ivan")}
     assert graded == {
         "alice": {"test_double": (1, 1), "test_mean": (2, 2)},
@@ -214,8 +226,10 @@ def test_a_worker_that_dies_mid_task_loses_no_grade(toy, tmp_path):
 
     import psutil
 
+    from autograde import cgroups
+
     students = slow_batch(toy, tmp_path / "inbox", 4, 8)
-    killed = []
+    killed, left = [], []
 
     def kill_a_grading_worker():
         deadline = time.monotonic() + 240
@@ -225,6 +239,9 @@ def test_a_worker_that_dies_mid_task_loses_no_grade(toy, tmp_path):
                     if "nbgrader" in " ".join(proc.cmdline()) and "autograde" in proc.cmdline():
                         worker = proc.parent()
                         time.sleep(3)  # mid-task: nbgrader and its kernel are running
+                        # its work and sandbox folders, its cgroups: named with its process id
+                        left.extend([*Path(tempfile.gettempdir()).glob(f"*-p{worker.pid}-*"),
+                                     *(cgroups.ROOT / "pids" / cgroups.PARENT).glob(f"*-p{worker.pid}-*")])
                         worker.kill()
                         killed.append(worker.pid)
                         return
@@ -237,6 +254,8 @@ def test_a_worker_that_dies_mid_task_loses_no_grade(toy, tmp_path):
     results = autograde.autograde(toy, [LAB], mode="smoke", workers=2)
     killer.join()
     assert killed, "no grading worker was found to kill"
+    # what the killed worker left went with the next grading task
+    assert left and not [path for path in left if path.exists()], left
     assert sorted(r.student for r in results) == students
     assert all(r.status == "graded" for r in results), [(r.student, r.message) for r in results]
     recorded_once(toy, students)

@@ -1,10 +1,12 @@
 """The grading sandbox's parts on their own: bubblewrap, cgroup limits, the integrity probe, the outside scorer."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from autograde import sandbox, scorer
+from autograde import cgroups, sandbox, scorer
 from autograde.course import Course
 from course_utils import checks, grading
 
@@ -131,7 +133,7 @@ def test_clean_env_passes_only_named_variables(monkeypatch, tmp_path):
 
 @needs("cgroups")
 def test_memory_limit_kills_a_hog_and_says_so():
-    group = sandbox.Cgroup("test-mem", memory=256 << 20, processes=64)
+    group = cgroups.Cgroup("test-mem", memory=256 << 20, processes=64)
     try:
         stage = sandbox.new_stage()
         prefix = sandbox.prefix(sandbox.course_mounts(), stage=stage, cgroup_procs=group.procs_files)
@@ -147,7 +149,7 @@ def test_memory_limit_kills_a_hog_and_says_so():
 
 @needs("cgroups")
 def test_process_limit_stops_a_fork_bomb():
-    group = sandbox.Cgroup("test-pids", memory=None, processes=20)
+    group = cgroups.Cgroup("test-pids", memory=None, processes=20)
     try:
         prefix = sandbox.join_cgroup(group.procs_files, [])
         code = ("import os, time\nn = 0\nfor _ in range(100):\n    try:\n        pid = os.fork()\n"
@@ -163,6 +165,67 @@ def test_process_limit_stops_a_fork_bomb():
         assert not group.pids()  # ...until the grader kills them all
     finally:
         group.close()
+
+
+@needs("cgroups")
+def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not():
+    """A grader killed mid-hand-in leaves its folders and a cgroup with a process in it; the sweep removes
+    those, and leaves the live grader's and other programs' alone."""
+    from autograde import worker
+
+    code = ("import subprocess, sys, tempfile\nfrom autograde import cgroups, leftovers, sandbox\n"
+            "group = cgroups.Cgroup('test-sweep', memory=64 << 20, processes=8)\n"
+            "subprocess.Popen(sandbox.join_cgroup(group.procs_files, ['sleep', '300']), start_new_session=True, "
+            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "print(group.name, sandbox.new_scratch(), tempfile.mkdtemp(prefix=leftovers.tag(sys.argv[1])))")
+    out = subprocess.run([sys.executable, "-c", code, worker.WORK_PREFIX], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    name, scratch, work = out.stdout.split()
+    dead_group = [cgroups.ROOT / c / cgroups.PARENT / name for c in cgroups.CONTROLLERS]
+    sleeper = {int(pid) for folder in dead_group for pid in (folder / "cgroup.procs").read_text().split()}
+    assert sleeper and Path(scratch).is_dir() and Path(work).is_dir()
+    live = sandbox.new_scratch()
+    mine = cgroups.Cgroup("test-sweep-live", memory=None, processes=None)
+    other = Path(tempfile.mkdtemp(prefix="ck-notes-"))  # someone else's folder: no process id in its name
+    try:
+        removed = worker.sweep_leftovers()
+        assert {Path(scratch).name, Path(work).name, name} <= set(removed), removed
+        assert not Path(scratch).exists() and not Path(work).exists() and not any(d.exists() for d in dead_group)
+        assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                       for pid in sleeper)
+        assert live.is_dir() and all(d.is_dir() for d in mine.dirs.values()) and other.is_dir()
+    finally:
+        mine.close()
+        for folder in (live, other):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sandbox_folders_go_where_the_grading_user_reaches_them(monkeypatch):
+    """A private temp folder (mode 700, as ``mktemp -d`` makes) or a long one must not cost the sandbox."""
+    private = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))
+    deep = private / ("d" * 40)
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(private))
+        assert sandbox.scratch_parent() == "/tmp"
+        private.chmod(0o755)
+        assert sandbox.scratch_parent() == str(private) and sandbox.new_scratch().parent == private
+        deep.mkdir(mode=0o755)
+        monkeypatch.setattr(tempfile, "tempdir", str(deep))
+        assert sandbox.scratch_parent() == "/tmp"
+    finally:
+        shutil.rmtree(private)
+
+
+@needs("bwrap")
+def test_sandbox_works_with_a_private_temp_folder():
+    private = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))
+    try:
+        out = subprocess.run([sys.executable, "-c", "from autograde import sandbox; print(sandbox.support().bwrap_problem)"],
+                             capture_output=True, text=True, env=dict(os.environ, TMPDIR=str(private)), timeout=120)
+        assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
+        assert not list(private.iterdir())  # the probe's stage went elsewhere, and went
+    finally:
+        shutil.rmtree(private)
 
 
 def test_support_explains_what_is_missing():
@@ -287,10 +350,13 @@ def test_check_accuracy_exports_only_when_the_grader_asks(tmp_path, mirror):
 
 def test_a_plan_the_kernel_manager_does_not_know_is_refused_not_run_unsandboxed(tmp_path):
     """A grader and a kernel manager of different versions (a half-updated install) must not grade unprotected."""
-    plan = sandbox.kernel_plan(tmp_path, [], True)
+    plan = sandbox.kernel_plan(tmp_path, [], tmp_path)
     assert sandbox.read_plan(plan)["sandbox"] is True and sandbox.read_plan(None) is None
     old = '{"work": "/tmp/w", "cgroup": [], "bwrap": ["bwrap", "--ro-bind", "/", "/"]}'  # the plan before version 2
-    for text in (old, "not json", "[]", plan.replace('"version": 2', '"version": 3')):
+    version = f'"version": {sandbox.PLAN_VERSION}'
+    no_scratch = plan.replace(f'"scratch": {json.dumps(str(tmp_path))}', '"scratch": null')
+    assert no_scratch != plan
+    for text in (old, "not json", "[]", plan.replace(version, f'"version": {sandbox.PLAN_VERSION + 1}'), no_scratch):
         with pytest.raises(RuntimeError, match="refusing to start the kernel unsandboxed"):
             sandbox.read_plan(text)
     os.environ[sandbox.SANDBOX_VAR] = old

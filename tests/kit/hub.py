@@ -27,6 +27,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -97,8 +98,13 @@ def user_pids(name: str) -> list[int]:
 
 
 def remove_users(names: list[str]) -> None:
-    """End the users' leftover processes (by id) and remove the users and their homes."""
+    """End the users' leftover processes (by id) and remove the users, their homes and what they left in
+    the temp folder (PyTorch's compile cache, ``torchinductor_<user>``, for one)."""
     for name in names:
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            continue
         for _ in range(3):
             pids = user_pids(name)
             if not pids:
@@ -109,6 +115,17 @@ def remove_users(names: list[str]) -> None:
                 except ProcessLookupError:
                     pass
             time.sleep(0.5)
+        temp = Path(tempfile.gettempdir())
+        for entry in list(temp.iterdir()):
+            try:
+                if entry.lstat().st_uid != uid:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError:
+                pass
         subprocess.run(["userdel", "--remove", name], capture_output=True)
 
 

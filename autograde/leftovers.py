@@ -1,0 +1,55 @@
+"""What grading leaves behind when a grading process dies, and how the next one removes it.
+
+A worker makes folders and cgroups for each hand-in (:mod:`autograde.worker`,
+:mod:`autograde.sandbox`, :mod:`autograde.cgroups`) and removes them when the
+hand-in is done. A worker that is killed (out of memory, by an instructor) cannot:
+so each of those names carries the process id of its maker (:func:`tag`), and
+the next grading task removes the ones whose maker no longer runs (:func:`sweep`).
+A process id in use again means a folder is left alone, never that a live
+grader's folder is removed; graders that share a temp folder must share a
+process namespace (one machine, or one container).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+_OWNER = re.compile(r"-p(\d+)-[A-Za-z0-9_]+$")  # ...-p<pid>-<random suffix>
+
+
+def tag(prefix: str) -> str:
+    """``prefix`` with this process's id, to start a name that :func:`owner_gone` can read back."""
+    return f"{prefix}p{os.getpid()}-"
+
+
+def owner_gone(name: str) -> bool:
+    """Whether ``name`` (begun with :func:`tag`, ending in a random suffix) was made by a process that has ended."""
+    found = _OWNER.search(name)
+    if not found:
+        return False
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def sweep(folder: Path, prefixes: tuple[str, ...]) -> list[Path]:
+    """Remove the entries of ``folder`` that start with one of ``prefixes`` and whose makers have ended.
+
+    Returns what was removed.
+    """
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        if path.name.startswith(prefixes) and owner_gone(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
