@@ -40,12 +40,12 @@ from pathlib import Path
 
 from . import cgroups, leftovers
 
-SANDBOX_VAR = "COURSE_SANDBOX"  # JSON for the kernel manager: work folder, mounts, cgroup files (see kernel_plan)
+SANDBOX_VAR = "COURSE_SANDBOX"  # JSON for the kernel manager: work and scratch folders, mounts, cgroups (kernel_plan)
 PLAN_VERSION = 3                 # of that JSON: a kernel manager refuses a plan it does not know
 SANDBOX_UID = 1000               # the sandbox's user, inside; outside it is GRADING_USER
 SANDBOX_HOME = "/tmp"            # HOME inside: the private, throwaway /tmp
 GRADING_USER = "coursekit-grader"
-SCRATCH_PREFIX = "ck-"           # one hand-in's sandbox folder (new_scratch), in the temp folder
+SCRATCH_PREFIX = "coursekit-sandbox-"  # one hand-in's sandbox folder (new_scratch)
 # The system, read-only (merged-/usr links are recreated as links).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What of /etc a sandbox gets from the host: the dynamic linker's cache, the time zone, Debian's alternatives,
@@ -310,7 +310,7 @@ def new_scratch() -> Path:
 def scratch_parent() -> str:
     """Where sandbox folders go: the temp folder where the grading user can reach it and its path is short (a
     unix socket's path has at most 107 bytes), else ``/tmp``. Work folders stay in the temp folder:
-    root binds them into a sandbox, and the grading user never reaches them there."""
+    root binds them into a sandbox, so the grading user need not reach them there."""
     temp = Path(tempfile.gettempdir())
     reachable = all(p.stat().st_mode & stat.S_IXOTH for p in [temp, *temp.parents])
     return str(temp) if reachable and len(str(temp)) <= 40 else "/tmp"
