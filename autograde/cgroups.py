@@ -60,7 +60,7 @@ def _kill(dirs: list[Path], rounds: int = 50) -> None:
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 pass
         time.sleep(0.05)
 
@@ -141,8 +141,10 @@ class Cgroup:
 def sweep() -> list[str]:
     """Kill and remove the cgroups of graders that have ended (their names carry the maker's process id).
 
-    Returns the names removed.
+    Returns the names removed. Does nothing where this process cannot manage cgroups (not root).
     """
+    if problem():
+        return []
     names = set()
     for controller in CONTROLLERS:
         try:
