@@ -261,9 +261,10 @@ def kernel_plan(work: Path, cgroup_procs: list[str], scratch: Path | None) -> st
     sandboxed, with its sockets and stage in ``scratch`` (:func:`new_scratch`), unless that is None."""
     import json
 
-    mounts = [[m.source, m.dest, m.writable] for m in course_mounts()] if scratch else []
+    sandboxed = scratch is not None
+    mounts = [[m.source, m.dest, m.writable] for m in course_mounts()] if sandboxed else []
     return json.dumps({"version": PLAN_VERSION, "work": str(work), "cgroup": list(cgroup_procs),
-                       "sandbox": scratch is not None, "scratch": str(scratch) if scratch else None,
+                       "sandbox": sandboxed, "scratch": str(scratch) if sandboxed else None,
                        "mounts": mounts})
 
 
@@ -312,8 +313,12 @@ def scratch_parent() -> str:
     unix socket's path has at most 107 bytes), else ``/tmp``. Work folders stay in the temp folder:
     root binds them into a sandbox, so the grading user need not reach them there."""
     temp = Path(tempfile.gettempdir())
-    reachable = all(p.stat().st_mode & stat.S_IXOTH for p in [temp, *temp.parents])
-    return str(temp) if reachable and len(str(temp)) <= 40 else "/tmp"
+    return str(temp) if reachable_by_others(temp) and len(str(temp)) <= 40 else "/tmp"
+
+
+def reachable_by_others(path: Path) -> bool:
+    """Whether any user may pass through ``path`` and every folder above it (each has the others' x bit)."""
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
 
 
 def share_datasets() -> None:

@@ -310,7 +310,7 @@ def _audit(options: RunOptions, job: Job, work_root: Path, result: Result) -> No
 def sweep_leftovers() -> list[str]:
     """Remove what grading processes that died left behind: their work and scratch folders, their cgroups
     (:mod:`autograde.leftovers`). Returns their names."""
-    folders = {Path(tempfile.gettempdir()), Path("/tmp")}
+    folders = {Path(tempfile.gettempdir()), Path(sandbox.scratch_parent())}  # where grade_task and grade_one make them
     removed = [p.name for f in folders for p in leftovers.sweep(f, (WORK_PREFIX, sandbox.SCRATCH_PREFIX))]
     return removed + cgroups.sweep()
 

@@ -34,6 +34,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograde.sandbox import reachable_by_others
 from kit import REPO
 
 try:  # the hub process imports this module for its spawner; the tests import it without jupyterhub too
@@ -138,16 +139,12 @@ def give(path: Path, name: str) -> None:
 
 # --------------------------------------------------------------------------- the spawner
 
-def _reachable(path: Path) -> bool:
-    return all(p.stat().st_mode & stat.S_IXOTH for p in [*reversed(path.parents), path])
-
-
 def namespace_plan(paths: list[Path]) -> tuple[list[str], list[str]]:
     """(folders to cover with an empty tmpfs, folders to bind back) so that other users reach ``paths``."""
     hide, expose = [], []
     for path in paths:
         path = path.resolve()
-        if not path.exists() or _reachable(path):
+        if not path.exists() or reachable_by_others(path):
             continue
         blocked = next(p for p in [*reversed(path.parents), path] if not p.stat().st_mode & stat.S_IXOTH)
         if str(blocked) not in hide:
