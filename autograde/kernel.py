@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from jupyter_client import AsyncKernelManager
 from traitlets import Unicode
 
+from course_utils.kernels import AsyncSocketKernelManager
 from course_utils.modes import EXPORT_VAR, MODE_VAR
 
 from . import sandbox
@@ -30,7 +29,7 @@ def work_folders(work: Path) -> dict[str, Path]:
     return {"cwd": work / "cwd", "models": work / "models"}
 
 
-class GradingKernelManager(AsyncKernelManager):
+class GradingKernelManager(AsyncSocketKernelManager):
     """A kernel in the grading mode, sandboxed when the grader asks for it."""
 
     mode = Unicode("", config=True, help="run mode for the kernel (COURSE_MODE)")
@@ -38,20 +37,17 @@ class GradingKernelManager(AsyncKernelManager):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._plan = sandbox.read_plan(os.environ.get(SANDBOX_VAR))
-        self._ipc_dir: Path | None = None
         self._kernel_cwd: str | None = None
         self._stage: Path | None = None
-        if self._plan and self._plan.get("sandbox"):
-            # No network inside: talk over unix sockets in a folder the sandbox can see. The worker made the
-            # scratch folder and removes it, whatever becomes of this process.
-            self._ipc_dir = Path(tempfile.mkdtemp(prefix="k", dir=self._plan["scratch"]))
-            self.transport = "ipc"
-            self.ip = str(self._ipc_dir / "kernel")
-            self.connection_file = str(self._ipc_dir / "kernel.json")
 
     @property
     def sandboxed(self) -> bool:
-        return self._ipc_dir is not None
+        return bool(self._plan and self._plan.get("sandbox"))
+
+    def socket_parent(self) -> str:
+        """A sandboxed kernel's sockets go in the hand-in's scratch folder, which the sandbox can see (it has
+        no network) and the worker removes whatever becomes of this process; others' in the temp folder."""
+        return self._plan["scratch"] if self.sandboxed else super().socket_parent()
 
     async def _async_pre_start_kernel(self, **kw):
         env = dict(kw.get("env") or os.environ)
@@ -66,7 +62,7 @@ class GradingKernelManager(AsyncKernelManager):
                 self._kernel_cwd = str(Path(kw.get("cwd") or os.getcwd()).resolve())
                 _copy_plain_files(Path(self._kernel_cwd), folders["cwd"])
         kw["env"] = env
-        return await super()._async_pre_start_kernel(**kw)
+        return await super()._async_pre_start_kernel(**kw)  # makes the socket folder
 
     def format_kernel_cmd(self, extra_arguments=None):
         cmd = super().format_kernel_cmd(extra_arguments)
@@ -74,8 +70,10 @@ class GradingKernelManager(AsyncKernelManager):
             return cmd
         if not self.sandboxed:
             return sandbox.join_cgroup(self._plan.get("cgroup") or [], cmd)
+        if not self.use_sockets():
+            raise RuntimeError(f"a sandboxed kernel needs unix sockets, and none can be made in {self.socket_parent()}")
         folders = work_folders(Path(self._plan["work"]))
-        mounts = [*(Mount(*m) for m in self._plan["mounts"]), Mount.same(self._ipc_dir, writable=True),
+        mounts = [*(Mount(*m) for m in self._plan["mounts"]), Mount.same(self.socket_folder, writable=True),
                   Mount.same(folders["models"], writable=True), Mount(str(folders["cwd"]), self._kernel_cwd, True)]
         if self._stage is None:
             self._stage = sandbox.new_stage(Path(self._plan["scratch"]))

@@ -12,7 +12,7 @@ from .modes import by_mode, current_mode
 
 # The torch-based modules load on first use (``from course_utils import data`` as
 # usual), so ``python -m course_utils doctor`` can still report a missing PyTorch.
-_LAZY = ("augment", "data", "grading", "integrity", "plotting", "speed", "training", "validation")
+_LAZY = ("augment", "data", "grading", "integrity", "kernels", "plotting", "speed", "training", "validation")
 
 
 def __getattr__(name: str):
@@ -20,6 +20,6 @@ def __getattr__(name: str):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["augment", "data", "grading", "integrity", "modes", "plotting", "speed", "training", "validation", "by_mode",
+__all__ = ["augment", "data", "grading", "integrity", "kernels", "modes", "plotting", "speed", "training", "validation", "by_mode",
            "current_mode"]
 __version__ = "0.1.0"

@@ -24,7 +24,9 @@ other commands, grading included, never see them):
   (:func:`last_validation`), which :mod:`course_utils.validate_button` serves to the kit's
   small JupyterLab extension, which puts it in place of nbgrader's "Success!" paragraph;
 - the report wraps long lines of an error message instead of cutting them at its width, so
-  that a check's whole message (which names the likely mistake) reaches the student.
+  that a check's whole message (which names the likely mistake) reaches the student;
+- the kernel talks over unix sockets (:mod:`course_utils.kernels`), so that it cannot die at its
+  start for a TCP port another process took (a hub where a whole class validates at once).
 
 ``nbgrader validate --Validator.Execute.timeout=SECONDS NOTEBOOK`` sets another limit for one run.
 """
@@ -242,6 +244,8 @@ def configure(c, mode: str | None = None) -> None:
     report = CutOffReport(limit, words)
     execute = c.Validator.Execute
     execute.timeout = limit
+    # Unix sockets, not TCP ports another process can take while the kernel starts (course_utils/kernels.py).
+    execute.kernel_manager_class = "course_utils.kernels.AsyncSocketKernelManager"
     execute.interrupt_on_timeout = True
     execute.error_on_timeout = {key: value for key, value in _error("this cell did not finish within the time limit "
                                                                     "per cell").items() if key != "output_type"}

@@ -23,7 +23,8 @@ TOOLING = {"pytest", "pytest-xdist", "nbval", "playwright", "execnet", "coverage
 # Imported directly but provided by a declared package (module -> that package).
 PROVIDED_BY = {"jupyter_core": "jupyterlab", "jupyter_server": "jupyterlab", "jupyterlab_server": "jupyterlab",
                "sqlalchemy": "nbgrader", "nbformat": "jupyterlab",  # course_utils.colab writes notebooks
-               "triton": "torch"}  # torch's own compiler on Linux; benchmarks/gpu_full.py reports its version
+               "triton": "torch",  # torch's own compiler on Linux; benchmarks/gpu_full.py reports its version
+               "zmq": "jupyter-client"}  # course_utils/kernels.py asks ZeroMQ whether it has unix sockets
 # Which groups of pyproject.toml a folder may import from.
 FOLDERS = {"course_utils": ("",), "solutions": ("",), "notebooks": ("",),
            "autograde": ("", "grading"), "benchmarks": ("", "grading"), "tests": ("", "grading", "test"),

@@ -169,24 +169,26 @@ def test_process_limit_stops_a_fork_bomb():
 
 @needs("cgroups")
 def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not(monkeypatch):
-    """A grader killed mid-hand-in leaves its folders and a cgroup with a process in it; the sweep removes
-    those, and leaves the live grader's and other programs' alone."""
+    """A grader killed mid-hand-in leaves its folders (a kernel's socket folder too) and a cgroup with a process
+    in it; the sweep removes those, and leaves the live grader's and other programs' alone."""
     from autograde import worker
 
     code = ("import subprocess, sys, tempfile, time\nfrom autograde import cgroups, leftovers, sandbox\n"
+            "from course_utils import kernels\n"
             "group = cgroups.Cgroup('test-sweep', memory=64 << 20, processes=8)\n"
             "subprocess.Popen(sandbox.join_cgroup(group.procs_files, ['sleep', '300']), start_new_session=True, "
             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
             "while not group.pids():\n    time.sleep(0.01)\n"
             "work = tempfile.mkdtemp(prefix=leftovers.tag(sys.argv[1]))\n"
-            "print(group.name, sandbox.new_scratch(), work, flush=True)\n"
+            "km = kernels.SocketKernelManager()\nassert km.use_sockets()\n"
+            "print(group.name, sandbox.new_scratch(), work, km.socket_folder, flush=True)\n"
             "sys.stdin.read()  # until the test has looked: then it dies without cleaning up")
     grader = subprocess.Popen([sys.executable, "-c", code, worker.WORK_PREFIX], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
-    name, scratch, work = grader.stdout.readline().split()
+    name, scratch, work, sockets = grader.stdout.readline().split()
     dead_group = [cgroups.ROOT / c / cgroups.PARENT / name for c in cgroups.CONTROLLERS]
     sleeper = {int(pid) for folder in dead_group for pid in (folder / "cgroup.procs").read_text().split()}
-    assert sleeper and Path(scratch).is_dir() and Path(work).is_dir()
+    assert sleeper and Path(scratch).is_dir() and Path(work).is_dir() and Path(sockets).is_dir()
     grader.stdin.close()
     assert grader.wait(timeout=60) == 0
     live = sandbox.new_scratch()
@@ -197,7 +199,7 @@ def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not(monkeypatch):
             not_root.setattr(os, "geteuid", lambda: 1000)
             assert cgroups.sweep() == []
         worker.sweep_leftovers()  # (a grading task running beside this test may have swept them first)
-        assert not Path(scratch).exists() and not Path(work).exists() and not any(d.exists() for d in dead_group)
+        assert not any(Path(f).exists() for f in (scratch, work, sockets)) and not any(d.exists() for d in dead_group)
         assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                        for pid in sleeper)
         assert live.is_dir() and all(d.is_dir() for d in mine.dirs.values()) and other.is_dir()

@@ -18,7 +18,7 @@ import nbformat
 from nbformat import NotebookNode
 from nbgrader import utils
 
-from course_utils import modes
+from course_utils import kernels, modes
 
 from autograde.config import GRADING_MODE_VAR
 from autograde.course import Course
@@ -219,6 +219,7 @@ def run_as_student(nb: NotebookNode, folder: Path, lab: str, mode: str, timeout:
     if max_batches:
         env[modes.BATCHES_VAR] = str(max_batches)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                            kernel_manager_class=kernels.AsyncSocketKernelManager,
                             resources={"metadata": {"path": str(folder)}})
     client.execute(env=env, cwd=str(folder))
     path = folder / f"{lab}.ipynb"

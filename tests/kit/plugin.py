@@ -1,4 +1,4 @@
-"""The test kit's pytest fixtures (loaded by ``tests/conftest.py`` through ``pytest_plugins``).
+"""The test kit's pytest fixtures and hooks (loaded by ``tests/conftest.py`` through ``pytest_plugins``).
 
 Each returns a plain path or a :class:`kit.Batch`; the helpers behind them are in :mod:`kit`.
 """
@@ -11,6 +11,21 @@ from pathlib import Path
 import pytest
 
 import kit
+from course_utils import kernels
+
+
+def pytest_configure(config) -> None:
+    """nbval's notebook kernels talk over unix sockets, as the kit's other kernels do (:mod:`course_utils.kernels`).
+
+    Every worker of the suite starts kernels; with TCP, one now and then died at its start because another
+    process took one of its ports first ("Address already in use"). nbval has no setting for its kernel
+    manager, so its module's name for the class is replaced.
+    """
+    try:
+        import nbval.kernel
+    except ImportError:
+        return
+    nbval.kernel.KernelManager = kernels.SocketKernelManager
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,107 @@
+"""The kit's kernels talk over unix sockets in a folder of their own, not TCP ports (course_utils/kernels.py).
+
+With TCP, jupyter_client picks five free ports, closes them and hands them to the kernel, which binds them
+a second later; another process can take one in between and the kernel dies at its start. These tests
+check what closes that gap: the kernel listens on no TCP port at all, and its socket folder is private
+and goes when the kernel does.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from jupyter_client import KernelManager
+from nbclient import NotebookClient
+from traitlets.config import Config
+
+from course_utils import kernels, validation
+
+pytestmark = pytest.mark.skipif(not kernels.sockets_work(), reason="no unix sockets in this ZeroMQ")
+
+
+def listening_ports(km) -> set[int]:
+    """The TCP ports the kernel process of ``km`` listens on."""
+    process = psutil.Process(km.provisioner.process.pid)
+    return {c.laddr.port for c in process.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def run(km, code: str) -> str:
+    """What ``code`` prints in the kernel of ``km``."""
+    client = km.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=120)
+        printed = []
+        client.execute_interactive(code, timeout=120, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "") if msg["msg_type"] == "stream" else ""))
+        return "".join(printed)
+    finally:
+        client.stop_channels()
+
+
+def test_a_kernel_listens_on_no_tcp_port_and_leaves_nothing_behind():
+    default = KernelManager(kernel_name="python3")  # jupyter_client's own, to show that the check sees ports
+    ours = kernels.SocketKernelManager(kernel_name="python3")
+    for km in (default, ours):
+        km.start_kernel()
+    try:
+        assert run(default, "print(6 * 7)") == "42\n" and run(ours, "print(6 * 7)") == "42\n"
+        given = {default.shell_port, default.iopub_port, default.stdin_port, default.control_port, default.hb_port}
+        assert given <= listening_ports(default), "the check misses the TCP ports of a default kernel"
+        # A kernel also binds a port of its own choosing (ipykernel's IOPub pipe, in one atomic step: no race).
+        own = listening_ports(default) - given
+        assert ours.transport == "ipc" and len(listening_ports(ours)) == len(own), (listening_ports(ours), own)
+        folder = ours.socket_folder
+        assert folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(f"{kernels.PREFIX}p{os.getpid()}-")
+        assert folder.stat().st_mode & 0o777 == 0o700, "other users could reach the kernel"  # (jupyter_client adds the sticky bit)
+        sockets = sorted(p.name for p in folder.iterdir() if stat.S_ISSOCK(p.stat().st_mode))
+        assert sockets == [f"kernel-{n}" for n in range(1, 6)], sockets
+        assert Path(ours.connection_file).parent == folder
+    finally:
+        for km in (default, ours):
+            km.shutdown_kernel(now=True)
+    assert not folder.exists() and ours.socket_folder is None
+
+
+def test_nbclient_runs_a_notebook_on_them(tmp_path):
+    """What the students' validation and the test kit's runs use: nbclient with the asynchronous manager."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    seen = []
+    client = NotebookClient(nb, kernel_name="python3", timeout=120, kernel_manager_class=kernels.AsyncSocketKernelManager,
+                            on_cell_execute=lambda cell, cell_index: seen.append((client.km.transport, client.km.socket_folder)))
+    client.execute(cwd=str(tmp_path))
+    assert nb.cells[0].outputs[0]["text"] == "42\n"
+    [(transport, folder)] = seen
+    assert transport == "ipc" and folder is not None and not folder.exists()
+    assert not any(tmp_path.iterdir()), "sockets were made in the notebook's folder"
+
+
+def test_validation_kernels_talk_over_them(tmp_path):
+    """The students' validation (Validate button, ``nbgrader validate``) with the kit's settings."""
+    from nbgrader.validator import Validator
+
+    code = "from ipykernel.kernelapp import IPKernelApp\nopen('transport.txt', 'w').write(IPKernelApp.instance().transport)"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), tmp_path / "lab.ipynb")
+    c = Config()
+    validation.configure(c, "smoke")
+    Validator(config=c).validate(str(tmp_path / "lab.ipynb"))
+    assert (tmp_path / "transport.txt").read_text() == "ipc"
+
+
+def test_tcp_where_a_socket_cannot_be_made(tmp_path, monkeypatch):
+    km = kernels.SocketKernelManager()
+    long = tmp_path / ("x" * 100)  # a unix socket's path has at most 107 bytes
+    long.mkdir()
+    monkeypatch.setattr(km, "socket_parent", lambda: str(long))
+    assert not km.use_sockets() and km.transport == "tcp" and not any(long.iterdir())
+
+    named = kernels.SocketKernelManager(connection_file=str(tmp_path / "mine.json"))  # the caller chose
+    assert not named.use_sockets() and named.transport == "tcp"
+
+    monkeypatch.setattr(kernels, "sockets_work", lambda: False)  # Windows
+    assert not kernels.SocketKernelManager().use_sockets()
