@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import term
+from . import leftovers, term
 from .collect import collect as collect_folder
 from .config import RELEASE_IGNORED
 from .course import CONFIG_NAME, STUDENT_ID, Course, GradingError, checked, nbgrader
@@ -251,7 +251,7 @@ def collect(course: Course, s: Settings, labs: list[str] | None = None) -> list[
         if not by_student:
             continue
         due = None if term.load(course).due(lab) else _duedate(course, lab)  # term.toml's: collect says it
-        with tempfile.TemporaryDirectory(prefix="coursekit-exchange-") as staging:
+        with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-exchange-")) as staging:
             staged, refused = {}, []
             for student, subs in sorted(by_student.items()):
                 newest = subs[-1]
@@ -310,7 +310,7 @@ def release_feedback(course: Course, s: Settings, labs: list[str] | None = None)
                                         f"another way (e-mail, the LMS)"})
         if not exchange_ready:
             continue
-        with tempfile.TemporaryDirectory(prefix="coursekit-feedback-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-feedback-")) as tmp:
             # nbgrader releases every page of the lab it finds; give it only those it can release.
             for page in exchange_ready:
                 dest = Path(tmp) / page.parent.parent.name / lab

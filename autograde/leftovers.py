@@ -2,8 +2,11 @@
 
 A worker makes folders and cgroups for each hand-in (:mod:`autograde.worker`,
 :mod:`autograde.sandbox`, :mod:`autograde.cgroups`) and removes them when the
-hand-in is done. A worker that is killed (out of memory, by an instructor) cannot:
-so each of those names carries the process id of its maker (:func:`tag`), and
+hand-in is done; the instructor's commands make folders for a run (private
+gradebook copies, staged hand-ins) and every kernel manager of the kit one for its
+sockets (:mod:`course_utils.kernels`). A process that is killed (out of memory, by
+an instructor) cannot remove them: so each of those names starts with
+:data:`KIT_PREFIX` and carries the process id of its maker (:func:`tag`), and
 the next grading task removes the ones whose maker no longer runs (:func:`sweep`).
 A process id in use again means a folder is left alone, never that a live
 grader's folder is removed; graders that share a temp folder must share a
@@ -16,6 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
+KIT_PREFIX = "coursekit-"  # every folder the kit makes in a temp folder: coursekit-<what>-p<pid>-<random suffix>
 _OWNER = re.compile(r"-p(\d+)-[A-Za-z0-9_]+$")  # ...-p<pid>-<random suffix>
 
 

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from . import jobs as job_choice
-from . import record, sandbox, term
+from . import leftovers, record, sandbox, term
 from .course import Course
 from .options import Job, RunOptions
 from .worker import Result, grade_task
@@ -86,7 +86,8 @@ def _grade_on_cluster(options: RunOptions, jobs: list[Job], results: list[Result
 
     from .cluster import dashboard, open_client
 
-    with open_client(scheduler, workers) as client, tempfile.TemporaryDirectory(prefix="gradebooks-") as tmp:
+    with (open_client(scheduler, workers) as client,
+          tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-gradebooks-")) as tmp):  # workers' gradebooks
         if (link := dashboard(client)) is not None:
             log.info("Dask dashboard: %s", link)
         futures = {client.submit(grade_task, job, options, key=f"grade-{job.lab}-{job.student}-{os.urandom(4).hex()}",

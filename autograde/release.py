@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import term
+from . import leftovers, term
 from .config import RELEASE_IGNORED
 from .course import Course, checked, nbgrader
 
@@ -76,7 +76,7 @@ def check(course: Course, labs: list[str] | None = None) -> list[str]:
     known = course.labs()
     for extra in sorted(p.name for p in release.glob("*") if p.is_dir() and p.name not in known):
         problems.append(f"{release / extra} has no source in {course.folder('source')} (remove it)")
-    with tempfile.TemporaryDirectory(prefix="release-check-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-release-check-")) as tmp:
         for lab in course.pick_labs(labs):
             proc = nbgrader(course, "generate_assignment", lab, "--force", *_NO_WEIGHTS,
                             f"--CourseDirectory.release_directory={tmp}",

@@ -292,7 +292,7 @@ def read_plan(text: str | None) -> dict | None:
 def new_stage(parent: Path | None = None) -> Path:
     """A folder for one sandbox's made-up files and staged mounts, in ``parent`` (by default
     :func:`scratch_parent`); remove it, or ``parent``, when the sandbox has ended."""
-    stage = Path(tempfile.mkdtemp(prefix="coursekit-stage-", dir=parent or scratch_parent()))
+    stage = Path(tempfile.mkdtemp(prefix=leftovers.tag("coursekit-stage-"), dir=parent or scratch_parent()))
     stage.chmod(0o755)  # the grading user reads the made-up /etc files here
     return stage
 

@@ -23,8 +23,6 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils import kernels
-
 from . import audit, cgroups, execute, gradebook, leftovers, publish, sandbox, scorer
 from .collect import readable
 from .config import SCORER_TIMEOUT
@@ -310,11 +308,11 @@ def _audit(options: RunOptions, job: Job, work_root: Path, result: Result) -> No
 
 
 def sweep_leftovers() -> list[str]:
-    """Remove what grading processes that died left behind: their work and scratch folders, their cgroups
-    (:mod:`autograde.leftovers`), and the socket folders of the kit's kernels whose managers died
-    (:mod:`course_utils.kernels`). Returns their names."""
+    """Remove what processes of the kit that died left behind (:mod:`autograde.leftovers`): grading
+    workers' work and scratch folders and cgroups, the instructor's commands' folders, kernels' socket
+    folders. Returns their names."""
     folders = {Path(tempfile.gettempdir()), Path(sandbox.scratch_parent())}  # where grade_task and grade_one make them
-    removed = [p.name for f in folders for p in leftovers.sweep(f, (WORK_PREFIX, sandbox.SCRATCH_PREFIX, kernels.PREFIX))]
+    removed = [p.name for f in folders for p in leftovers.sweep(f, (leftovers.KIT_PREFIX,))]
     return removed + cgroups.sweep()
 
 

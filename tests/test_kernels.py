@@ -105,3 +105,15 @@ def test_tcp_where_a_socket_cannot_be_made(tmp_path, monkeypatch):
 
     monkeypatch.setattr(kernels, "sockets_work", lambda: False)  # Windows
     assert not kernels.SocketKernelManager().use_sockets()
+
+
+def test_cleaning_up_by_the_public_name_removes_the_folder_too():
+    """jupyter_client's public ``cleanup_resources`` is bound to its own coroutine; the kit's classes rebind it."""
+    import asyncio
+
+    sync, aio = kernels.SocketKernelManager(), kernels.AsyncSocketKernelManager()
+    assert sync.use_sockets() and aio.use_sockets()
+    folders = sync.socket_folder, aio.socket_folder
+    sync.cleanup_resources()
+    asyncio.run(aio.cleanup_resources())
+    assert not any(folder.exists() for folder in folders)

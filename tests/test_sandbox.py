@@ -1,8 +1,10 @@
 """The grading sandbox's parts on their own: bubblewrap, cgroup limits, the integrity probe, the outside scorer."""
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,9 +19,9 @@ import pytest
 import torch
 from torch import nn
 
-from autograde import cgroups, sandbox, scorer
+from autograde import cgroups, leftovers, sandbox, scorer, worker
 from autograde.course import Course
-from course_utils import checks, grading
+from course_utils import checks, grading, kernels
 
 from kit import REPO
 
@@ -171,7 +173,6 @@ def test_process_limit_stops_a_fork_bomb():
 def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not(monkeypatch):
     """A grader killed mid-hand-in leaves its folders (a kernel's socket folder too) and a cgroup with a process
     in it; the sweep removes those, and leaves the live grader's and other programs' alone."""
-    from autograde import worker
 
     code = ("import subprocess, sys, tempfile, time\nfrom autograde import cgroups, leftovers, sandbox\n"
             "from course_utils import kernels\n"
@@ -207,6 +208,24 @@ def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not(monkeypatch):
         mine.close()
         for folder in (live, other):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_every_folder_the_kit_makes_in_a_temp_folder_names_its_maker():
+    """A folder made with mkdtemp or TemporaryDirectory is named coursekit-<what>-p<pid>-..., so that the sweep
+    above can remove it when its maker is killed before it can."""
+    unnamed = []
+    for path in sorted([*(REPO / "autograde").glob("*.py"), *(REPO / "course_utils").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = getattr(node, "func", None)
+            if not (isinstance(node, ast.Call) and getattr(name, "attr", getattr(name, "id", "")) in ("mkdtemp",
+                                                                                                      "TemporaryDirectory")):
+                continue
+            prefix = next((ast.unparse(k.value) for k in node.keywords if k.arg == "prefix"), "")
+            tagged = re.fullmatch(r"leftovers\.tag\((\w+|'coursekit-[\w-]+')\)|PREFIX \+ f'p\{os\.getpid\(\)\}-'", prefix)
+            if not tagged:
+                unnamed.append(f"{path.relative_to(REPO)}:{node.lineno} prefix={prefix or None}")
+    assert not unnamed, unnamed
+    assert all(p.startswith(leftovers.KIT_PREFIX) for p in (worker.WORK_PREFIX, sandbox.SCRATCH_PREFIX, kernels.PREFIX))
 
 
 def test_sandbox_folders_go_where_the_grading_user_reaches_them(monkeypatch):
