@@ -4,7 +4,7 @@ jupyter_client gives a new kernel five TCP ports that it found free and closed a
 them a second or so later, once Python has started. On a busy machine (a hub where a class validates
 before the deadline, a grading batch, the test suite) another process can take one of those ports in
 between, and the kernel dies at its start with "Address already in use" (jupyter/jupyter_client#154):
-nbgrader validate then reports a dead kernel, and grading would score a hand-in that never ran.
+nbgrader validate then reports a dead kernel, and grading an error for a hand-in that did nothing wrong.
 
 A kernel started by :class:`SocketKernelManager` (or :class:`AsyncSocketKernelManager`) talks over unix
 sockets in a private folder of its own (mode 700, removed when the kernel shuts down), so there is no
