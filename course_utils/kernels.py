@@ -9,8 +9,8 @@ nbgrader validate then reports a dead kernel, and grading an error for a hand-in
 A kernel started by :class:`SocketKernelManager` (or :class:`AsyncSocketKernelManager`) talks over unix
 sockets in a private folder of its own (mode 700, removed when the kernel shuts down), so there is no
 port to race for, and other users on the machine cannot reach the kernel at all. Where unix sockets
-are missing (Windows) or the folder's path would be too long for a socket, the kernel uses TCP, as
-jupyter_client does by default.
+are missing (Windows), the folder's path would be too long for a socket or the folder cannot be made,
+the kernel uses TCP, as jupyter_client does by default.
 
 Users: the students' validation (:func:`course_utils.validation.configure`), the grader's kernels
 (:class:`autograde.kernel.GradingKernelManager`), and the test suite's nbval and nbclient kernels.
@@ -58,7 +58,11 @@ class _SocketFolder:
         if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
             self.log.info("kernel sockets would need a path over %d bytes in %s: using TCP", MAX_SOCKET_PATH, parent)
             return False
-        self.socket_folder = Path(tempfile.mkdtemp(prefix=PREFIX + f"p{os.getpid()}-", dir=parent))
+        try:
+            self.socket_folder = Path(tempfile.mkdtemp(prefix=PREFIX + f"p{os.getpid()}-", dir=parent))
+        except OSError as exc:  # a full or read-only temp folder
+            self.log.warning("no folder for the kernel's sockets in %s (%s): using TCP", parent, exc)
+            return False
         self.transport = "ipc"
         self.cache_ports = False  # jupyter_client's port cache is for TCP
         self.ip = str(self.socket_folder / "kernel")  # the sockets are kernel-1 ... kernel-5

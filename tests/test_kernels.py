@@ -100,6 +100,10 @@ def test_tcp_where_a_socket_cannot_be_made(tmp_path, monkeypatch):
     monkeypatch.setattr(km, "socket_parent", lambda: str(long))
     assert not km.use_sockets() and km.transport == "tcp" and not any(long.iterdir())
 
+    missing = kernels.SocketKernelManager()  # a temp folder that cannot take a new folder
+    monkeypatch.setattr(missing, "socket_parent", lambda: str(tmp_path / "gone"))
+    assert not missing.use_sockets() and missing.transport == "tcp"
+
     named = kernels.SocketKernelManager(connection_file=str(tmp_path / "mine.json"))  # the caller chose
     assert not named.use_sockets() and named.transport == "tcp"
 
