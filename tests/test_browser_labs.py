@@ -13,6 +13,9 @@ student meets it:
   success, and its dialog shows the kit's verdict (which names the items only the
   grader checks) instead of nbgrader's "Success! Your notebook passes all the tests.".
 
+One lab's finished notebook is also validated in Notebook 7 (what ``jupyter notebook``
+opens), which shows the same Validate button and must show the same verdict.
+
 The server runs on a free localhost port with a token, in a scratch copy of the
 course folder's ``notebooks/`` and students' ``nbgrader_config.py`` (so Validate
 gives each cell its run mode's time, as it does for students); Chromium comes
@@ -161,6 +164,18 @@ class _LabInJupyterLab:
 
     def test_finished_notebook_runs_and_validates(self, notebook_page):
         check_finished(notebook_page, self.lab)
+
+
+def test_notebook_7_validates_with_the_verdict_too(notebook_page):
+    """Students who start ``jupyter notebook`` get Notebook 7: the same Validate button, and the kit's verdict
+    in its success dialog (the JupyterLab extension loads there as well)."""
+    lab = discover_labs()[0]
+    path = write_finished(notebook_page.server.root, lab)
+    notebook_page.open(path, ui="notebook")
+    kind, text = notebook_page.validate()
+    notebook_page.screenshot(f"{lab}-notebook7-validate")
+    assert kind == "success", f"{lab}: Validate in Notebook 7 should succeed, got {kind}:\n{excerpt(text)}"
+    check_verdict(notebook_page.server.root / path, lab, text)
 
 
 LAB_CLASSES = {lab: type(f"TestLab_{lab}", (_LabInJupyterLab,), {"lab": lab, "__doc__": f"{lab} in JupyterLab."})

@@ -78,8 +78,11 @@ class LabServer:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def url(self, path: str) -> str:
-        """The JupyterLab page for ``path`` (relative to root), with a fresh workspace."""
+    def url(self, path: str, ui: str = "lab") -> str:
+        """The page for ``path`` (relative to root): JupyterLab's, with a fresh workspace, or with
+        ``ui="notebook"`` Notebook 7's (what ``jupyter notebook`` opens)."""
+        if ui == "notebook":
+            return f"{self.base}/notebooks/{path}?token={self.token}"
         return f"{self.base}/lab/tree/{path}?reset&token={self.token}"
 
     def api(self, path: str, method: str = "GET") -> object:
@@ -281,14 +284,20 @@ class NotebookPage:
     def _timed(self, name: str, start: float) -> None:
         self.timings[name] = round(time.monotonic() - start, 1)
 
-    def open(self, path: str) -> None:
-        """Open ``path``; wait until its cells render and its kernel reports Idle."""
+    def open(self, path: str, ui: str = "lab") -> None:
+        """Open ``path`` in JupyterLab (or ``ui="notebook"``: Notebook 7); wait until its cells render and its
+        kernel reports Idle (in JupyterLab's status bar, in Notebook 7's toolbar)."""
         start = time.monotonic()
-        with step(f"open {path} in JupyterLab (cells render)", OPEN_S) as ms:
-            self.page.goto(self.server.url(path), timeout=ms)
+        where = "JupyterLab" if ui == "lab" else "Notebook 7"
+        with step(f"open {path} in {where} (cells render)", OPEN_S) as ms:
+            self.page.goto(self.server.url(path, ui), timeout=ms)
             self.page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(timeout=ms)
-        with step(f"kernel of {path} starts (status bar shows Idle)", OPEN_S) as ms:
-            self.page.locator("#jp-main-statusbar").get_by_text("Idle").wait_for(timeout=ms)
+        with step(f"kernel of {path} starts ({where} shows Idle)", OPEN_S) as ms:
+            if ui == "lab":
+                self.page.locator("#jp-main-statusbar").get_by_text("Idle").wait_for(timeout=ms)
+            else:  # the toolbar's kernel indicator: a circle, with its state in text for screen readers
+                self.page.locator(".jp-NotebookPanel-toolbar").get_by_text("Kernel status: Idle").wait_for(
+                    state="attached", timeout=ms)
         self._timed("open", start)
 
     def run_all(self, seconds: float) -> None:
