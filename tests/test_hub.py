@@ -110,7 +110,9 @@ class HubServer:
     def __init__(self, hub: hub_support.Hub, user: str):
         self.hub, self.user = hub, user
 
-    def url(self, path: str) -> str:
+    def url(self, path: str, ui: str = "lab") -> str:
+        if ui == "notebook":
+            return f"{self.hub.base}/user/{self.user}/notebooks/{path}"
         return f"{self.hub.base}/user/{self.user}/lab/tree/{path}?reset"
 
 
