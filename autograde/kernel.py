@@ -70,7 +70,7 @@ class GradingKernelManager(AsyncSocketKernelManager):
             return cmd
         if not self.sandboxed:
             return sandbox.join_cgroup(self._plan.get("cgroup") or [], cmd)
-        if not self.use_sockets():
+        if self.socket_folder is None:  # (made before the kernel starts, or TCP was left: no network inside)
             raise RuntimeError(f"a sandboxed kernel needs unix sockets, and none can be made in {self.socket_parent()}")
         folders = work_folders(Path(self._plan["work"]))
         mounts = [*(Mount(*m) for m in self._plan["mounts"]), Mount.same(self.socket_folder, writable=True),
