@@ -36,13 +36,10 @@ from typing import Iterator
 
 import pytest
 
-from course_utils import validation
+from kit.browser import (RENDERED_IMAGES_JS, RUN_BLANK_S, RUN_FINISHED_S, LabServer, NotebookPage, check_verdict,
+                         describe_output, discover_labs, errors_in, excerpt, first_todo, scratch_copy, start_server,
+                         step, write_finished)
 
-from kit.browser import (RENDERED_IMAGES_JS, RUN_BLANK_S, RUN_FINISHED_S, LabServer, NotebookPage, describe_output,
-                         discover_labs, errors_in, excerpt, first_todo, scratch_copy, start_server, step,
-                         write_finished)
-
-NBGRADER_SUCCESS = "Success! Your notebook passes all the tests."  # nbgrader's own text, which the verdict replaces
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -138,18 +135,6 @@ def check_finished(nb: NotebookPage, lab: str) -> None:
     check_verdict(nb.server.root / path, lab, text)
     nb.close_dialog()
     print(f"{lab} finished: seconds per step {nb.timings}")
-
-
-def check_verdict(notebook: Path, lab: str, text: str) -> None:
-    """Validate's success dialog shows the kit's verdict (course_utils/validate_button.py), not nbgrader's text."""
-    shown = " ".join(text.split())
-    assert NBGRADER_SUCCESS not in shown and shown.startswith(validation.VERDICT_START), (
-        f"{lab}: Validate's success dialog should show the kit's verdict (is the course-kit-validate JupyterLab "
-        f"extension installed? `python -m course_utils doctor`), it shows:\n{excerpt(text)}")
-    _, scored, manual = validation._items(notebook)
-    missing = [item for item in scored + manual if item not in shown]
-    assert scored + manual and not missing, f"{lab}: the verdict does not name grader-only items {missing}:\n{shown}"
-    assert shown == validation.verdict(notebook), f"{lab}: the dialog's verdict is not this notebook's:\n{shown}"
 
 
 # --------------------------------------------------------------------------- the tests

@@ -6,7 +6,9 @@ One test walks the whole loop for lab 1 (smoke mode), with a screenshot of each 
 1. the instructor sets up the exchange and releases lab 1 (``python -m autograde exchange setup`` and
    ``exchange release``);
 2. student A logs in to the hub, fetches the lab from JupyterLab's Assignment List, runs it to its
-   first TODO (``NotImplementedError``), then submits a finished copy from the list;
+   first TODO (``NotImplementedError``), then validates a finished copy from the list (its Validate
+   button, whose dialog must show the kit's verdict, as the notebook's toolbar button does) and
+   submits it;
 3. student B submits twice: the blank notebook first, then a finished copy;
 4. the instructor collects from the exchange (``exchange collect``: B's second submission kept, and
    said), autogrades sandboxed (``python -m autograde autograde``) and releases feedback
@@ -34,7 +36,7 @@ import pytest
 
 from kit import REPO, copy_course, solved
 from kit import hub as hub_support
-from kit.browser import SCREENSHOTS, NotebookPage, errors_in, first_todo, step
+from kit.browser import SCREENSHOTS, NotebookPage, check_verdict, errors_in, first_todo, step, validation_result
 
 LAB = "lab1_mnist_mlp"
 LOGIN_S = hub_support.SERVER_READY_S
@@ -184,6 +186,24 @@ def submit(page, user: str, count: int, exchange: Path):
         time.sleep(0.5)
 
 
+def validate_in_list(page) -> tuple[str, str]:
+    """Expand the fetched lab in the Assignment List and press Validate on its notebook's row; return the
+    dialog's kind and text (:func:`kit.browser.validation_result`)."""
+    with step("expand the fetched lab in the Assignment List", 30) as ms:
+        page.locator("#fetched_assignments_list a.assignment-notebooks-link", has_text=LAB).first.click(timeout=ms)
+        row = page.locator("#fetched_assignments_list .nested_list_item").filter(has_text=LAB).first
+        row.wait_for(timeout=ms)
+    with step("press Validate on the notebook's row", 30) as ms:
+        row.get_by_role("button", name="Validate", exact=True).click(timeout=ms)
+    return validation_result(page)
+
+
+def close_dialog(page) -> None:
+    with step("close the dialog", 15) as ms:
+        page.locator(".jp-Dialog button.jp-mod-accept").first.click(timeout=ms)
+        page.locator(".jp-Dialog").wait_for(state="detached", timeout=ms)
+
+
 def hand_over(path: Path, nb, user: str) -> None:
     """Put ``nb`` at ``path`` in the student's home, as the student's own file."""
     nbformat.write(nb, path)
@@ -242,8 +262,14 @@ def test_a_term_on_the_hub(hub_world, browser):  # noqa: F811 (browser: the fixt
     close_all(page_a)
     hand_over(notebook, finished_copy(), a)
     assignment_list(page_a)
+    kind, text = validate_in_list(page_a)
+    shot(page_a, "3-student-a-validates-from-the-list")
+    assert kind == "success", f"Validate from the Assignment List should succeed, got {kind}:\n{text[:1500]}"
+    check_verdict(notebook, LAB, text)
+    close_dialog(page_a)
+    lap("a validated from the list")
     submit(page_a, a, 1, hub_world["exchange"])
-    shot(page_a, "3-student-a-submitted")
+    shot(page_a, "4-student-a-submitted")
     lap("a submitted")
 
     # 3. Student B submits twice: the blank lab, then a finished copy.
@@ -254,7 +280,7 @@ def test_a_term_on_the_hub(hub_world, browser):  # noqa: F811 (browser: the fixt
     hand_over(notebook_b, finished_copy(), b)
     refresh_list(page_b)
     submit(page_b, b, 2, hub_world["exchange"])
-    shot(page_b, "4-student-b-submitted-twice")
+    shot(page_b, "5-student-b-submitted-twice")
     lap("b submitted twice")
 
     # 4. The instructor collects, autogrades (sandboxed) and releases feedback.
@@ -282,14 +308,14 @@ def test_a_term_on_the_hub(hub_world, browser):  # noqa: F811 (browser: the fixt
     click_in_list(page_a, "Fetch Feedback")
     with step("the Assignment List offers the feedback", LIST_S) as ms:
         page_a.get_by_text("view feedback").first.wait_for(timeout=ms)
-    shot(page_a, "5-student-a-feedback-fetched")
+    shot(page_a, "6-student-a-feedback-fetched")
     pages = sorted(Path(f"/home/{a}/{LAB}/feedback").glob(f"*/{LAB}.html"))
     assert pages, f"fetch_feedback left no page in /home/{a}/{LAB}/feedback"
     relative = pages[-1].relative_to(f"/home/{a}")
     with step("open the feedback page", 60) as ms:
         page_a.goto(f"{hub.base}/user/{a}/files/{relative}", timeout=ms)
     text = page_a.inner_text("body")
-    shot(page_a, "6-student-a-feedback-page")
+    shot(page_a, "7-student-a-feedback-page")
     # The page's score is the gradebook's: every autograded item in full (the written answer waits for a person).
     total = sum(s for s, _ in scores[a].values())
     shown = re.search(rf"{LAB} \(Score: ([0-9.]+) / ([0-9.]+)\)", text)

@@ -24,7 +24,7 @@ from typing import Iterator
 import nbformat
 import pytest
 
-from course_utils import modes
+from course_utils import modes, validation
 from kit import REPO, solved
 
 SCREENSHOTS = REPO / "build" / "screenshots"
@@ -41,6 +41,7 @@ RUN_BLANK_S = 180     # Run All on the blank notebook (stops at the first TODO)
 RUN_FINISHED_S = 300  # Run All on the finished notebook
 VALIDATE_S = 300      # nbgrader's Validate re-executes the whole notebook (each cell: notebooks/nbgrader_config.py)
 VERDICT_S = 30        # the kit's verdict replaces the success dialog's text (course_utils/validate_button.py)
+NBGRADER_SUCCESS = "Success! Your notebook passes all the tests."  # nbgrader's own text, which the verdict replaces
 
 
 # --------------------------------------------------------------------------- discovery
@@ -324,39 +325,13 @@ class NotebookPage:
         return self.page.evaluate(RENDERED_IMAGES_JS)
 
     def validate(self, seconds: float = VALIDATE_S) -> tuple[str, str]:
-        """Press nbgrader's Validate button; return the result's kind and text as the dialog shows them.
-
-        The kind is ``success``, ``failed``, ``changed`` or ``type-changed``
-        (nbgrader's ``validation-*`` classes), or ``error`` when the validate
-        command itself failed. A success dialog's text is read once the kit's JupyterLab
-        extension has put its verdict there (or given up: ``data-course-verdict`` is then
-        ``none``), or after ``VERDICT_S`` seconds without it.
-        """
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
+        """Press nbgrader's Validate button in the notebook's toolbar; return :func:`validation_result`."""
         start = time.monotonic()
         with step("press Validate (nbgrader toolbar button)", 30) as ms:
             self.page.locator(".jp-NotebookPanel-toolbar .validate-button").first.click(timeout=ms)
-        with step("Validate reports a result", seconds) as ms:
-            dialog = self.page.locator(".jp-Dialog")
-            dialog.get_by_text("Validation Results").or_(dialog.get_by_text("Validation failed")).first.wait_for(
-                timeout=ms)
-        message = dialog.locator("#validation-message")
-        if message.count():
-            classes = message.get_attribute("class") or ""
-            kind = next((c.removeprefix("validation-") for c in classes.split() if c.startswith("validation-")),
-                        "error")
-            if kind == "success":
-                try:
-                    dialog.locator("#validation-message[data-course-verdict]:not([data-course-verdict='pending'])"
-                                   ).wait_for(timeout=VERDICT_S * 1000)
-                except PlaywrightTimeout:
-                    pass  # no verdict came: the caller sees nbgrader's own text
-            text = message.inner_text()
-        else:
-            kind, text = "error", dialog.inner_text()
+        result = validation_result(self.page, seconds)
         self._timed("validate", start)
-        return kind, text
+        return result
 
     def close_dialog(self) -> None:
         with step("close the dialog", 15) as ms:
@@ -371,6 +346,48 @@ class NotebookPage:
 
 
 # --------------------------------------------------------------------------- checks
+
+def validation_result(page, seconds: float = VALIDATE_S) -> tuple[str, str]:
+    """Wait for the dialog of a Validate just pressed (toolbar or Assignment List); return its kind and text.
+
+    The kind is ``success``, ``failed``, ``changed`` or ``type-changed``
+    (nbgrader's ``validation-*`` classes), or ``error`` when the validate
+    command itself failed. A success dialog's text is read once the kit's JupyterLab
+    extension has put its verdict there (or given up: ``data-course-verdict`` is then
+    ``none``), or after ``VERDICT_S`` seconds without it.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with step("Validate reports a result", seconds) as ms:
+        dialog = page.locator(".jp-Dialog")
+        dialog.get_by_text("Validation Results").or_(dialog.get_by_text("Validation failed")).first.wait_for(
+            timeout=ms)
+    message = dialog.locator("#validation-message")
+    if not message.count():
+        return "error", dialog.inner_text()
+    classes = message.get_attribute("class") or ""
+    kind = next((c.removeprefix("validation-") for c in classes.split() if c.startswith("validation-")), "error")
+    if kind == "success":
+        try:
+            dialog.locator("#validation-message[data-course-verdict]:not([data-course-verdict='pending'])"
+                           ).wait_for(timeout=VERDICT_S * 1000)
+        except PlaywrightTimeout:
+            pass  # no verdict came: the caller sees nbgrader's own text
+    return kind, message.inner_text()
+
+
+def check_verdict(notebook: Path, lab: str, text: str) -> None:
+    """Validate's success dialog shows the kit's verdict for ``notebook`` (course_utils/validate_button.py),
+    naming the items only the grader checks, instead of nbgrader's "Success!" text."""
+    shown = " ".join(text.split())
+    assert NBGRADER_SUCCESS not in shown and shown.startswith(validation.VERDICT_START), (
+        f"{lab}: Validate's success dialog should show the kit's verdict (is the course-kit-validate JupyterLab "
+        f"extension installed? `python -m course_utils doctor`), it shows:\n{excerpt(text)}")
+    _, scored, manual = validation._items(notebook)
+    missing = [item for item in scored + manual if item not in shown]
+    assert scored + manual and not missing, f"{lab}: the verdict does not name grader-only items {missing}:\n{shown}"
+    assert shown == validation.verdict(notebook), f"{lab}: the dialog's verdict is not this notebook's:\n{shown}"
+
 
 def excerpt(text: str, head: int = 600, tail: int = 1400) -> str:
     """The start and the end of a long report (a traceback's last lines say what went wrong)."""
