@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import autograde
+from autograde import leftovers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit: throwaway courses
 import kit  # noqa: E402
@@ -114,7 +115,7 @@ def main() -> int:
     print(f"# bench_autograde: {way}, mode {mode}, {cores} CPU cores, {platform.processor() or platform.machine()}, "
           f"{time.strftime('%Y-%m-%d')}; CPU seconds from {counting}")
     rows, batches = [], []
-    with tempfile.TemporaryDirectory(prefix="bench-autograde-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-bench-autograde-")) as tmp:
         course = kit.copy_course(Path(tmp), labs)
         kit.write_toy_lab(course)
         autograde.generate(course)

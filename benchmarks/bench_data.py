@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from autograde import leftovers
 from course_utils import data, modes, training
 
 
@@ -65,7 +66,7 @@ def main() -> None:
     print(f"model compute (forward, backward, update) {compute:.2f} s is the same for both, so no loader "
           f"can make this epoch more than {base_s / compute:.1f}x faster than the baseline")
 
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-bench-cache-")) as cache:
         os.environ[modes.CACHE_VAR] = cache
         start = time.perf_counter()
         data.load_arrays("cifar10")

@@ -36,7 +36,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autograde import scorer  # the grader's own reading of the checks
+from autograde import leftovers, scorer  # the grader's own reading of the checks
+from course_utils import kernels
 
 # The original assignments' figures for each graded score (full protocol), by lab and label.
 ORIGINAL: dict[str, dict[str, tuple[float, str]]] = {
@@ -102,10 +103,11 @@ def run_lab(lab: str, mode: str, timeout: int, seed: int | None = None) -> tuple
         nb = with_seed(nb, seed)
     plan = scorer.specs(nb, mode)
     env = {**os.environ, "COURSE_MODE": mode}
-    with tempfile.TemporaryDirectory(prefix=f"bench-{lab}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-bench-lab-")) as tmp:
         workdir = Path(tmp) / lab
         shutil.copytree(source.parent, workdir)
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                kernel_manager_class=kernels.AsyncSocketKernelManager,  # no TCP port to race for
                                 resources={"metadata": {"path": str(workdir)}})
         saved = os.environ.copy()
         os.environ.update(env)  # the kernel inherits this process's environment

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import autograde
-from autograde import cgroups, sandbox
+from autograde import cgroups, leftovers, sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit: throwaway courses
 import kit  # noqa: E402
@@ -76,7 +76,7 @@ def main() -> None:
     print(f"machine: {platform.node()} ({platform.processor() or platform.machine()}), "
           f"cgroup limits: {'yes' if found.cgroups else 'no'}")
     for lab in [None] + ([args.lab] if args.lab else []):
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-bench-sandbox-")) as tmp:
             plain, boxed = compare(Path(tmp), lab, args.copies)
         name = lab or "toy lab (no torch)"
         print(f"{name}: {plain:.2f} s per submission unsandboxed, {boxed:.2f} s sandboxed: "

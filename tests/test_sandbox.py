@@ -212,16 +212,19 @@ def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not(monkeypatch):
 
 def test_every_folder_the_kit_makes_in_a_temp_folder_names_its_maker():
     """A folder made with mkdtemp or TemporaryDirectory is named coursekit-<what>-p<pid>-..., so that the sweep
-    above can remove it when its maker is killed before it can."""
+    above can remove it when its maker is killed before it can (the benchmarks' folders too: a benchmark
+    stopped with Ctrl-C twice, or killed, leaves its folder for the next grading task to sweep)."""
     unnamed = []
-    for path in sorted([*(REPO / "autograde").glob("*.py"), *(REPO / "course_utils").glob("*.py")]):
+    for path in sorted([*(REPO / "autograde").glob("*.py"), *(REPO / "course_utils").glob("*.py"),
+                        *(REPO / "benchmarks").glob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text())):
             name = getattr(node, "func", None)
             if not (isinstance(node, ast.Call) and getattr(name, "attr", getattr(name, "id", "")) in ("mkdtemp",
                                                                                                       "TemporaryDirectory")):
                 continue
             prefix = next((ast.unparse(k.value) for k in node.keywords if k.arg == "prefix"), "")
-            tagged = re.fullmatch(r"leftovers\.tag\((\w+|'coursekit-[\w-]+')\)|PREFIX \+ f'p\{os\.getpid\(\)\}-'", prefix)
+            tagged = re.fullmatch(r"leftovers\.tag\((\w+|'coursekit-[\w-]+')\)|(PREFIX \+ f'|f'coursekit-[\w-]+)p\{os\.getpid\(\)\}-'",
+                                  prefix)
             if not tagged:
                 unnamed.append(f"{path.relative_to(REPO)}:{node.lineno} prefix={prefix or None}")
     assert not unnamed, unnamed
