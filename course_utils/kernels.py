@@ -13,8 +13,12 @@ are missing (Windows), the folder's path would be too long for a socket or the f
 the kernel uses TCP, as jupyter_client does by default.
 
 Users: the students' validation (:func:`course_utils.validation.configure`), the grader's kernels
-(:class:`autograde.kernel.GradingKernelManager`), and the test suite's nbval and nbclient kernels.
-JupyterLab's own kernels keep TCP: the Jupyter server restarts a kernel that dies at its start.
+(:class:`autograde.kernel.GradingKernelManager`), the test suite's nbval and nbclient kernels, and
+JupyterLab's and Notebook 7's own kernels, the ones a student works in: this module is also a Jupyter
+server extension, enabled for every server of the environment by the kit's server settings
+(``jupyter_server_config.d/course_utils.json``, installed with the Validate verdict), which gives the
+server :class:`ServerSocketKernelManager`. That class is built on first use, so that the kernels above
+do not import the Jupyter server. ``jupyter server extension disable course_utils.kernels`` turns it off.
 """
 from __future__ import annotations
 
@@ -37,9 +41,10 @@ def sockets_work() -> bool:
 
 
 class _SocketFolder:
-    """The part both kernel managers share: a socket folder made before the kernel starts, removed after."""
+    """The part the kit's kernel managers share: a socket folder made before the kernel starts, removed after."""
 
     socket_folder: Path | None = None  # the folder of this kernel's sockets, while it has one
+    names_connection_file = True  # put the connection file in the socket folder too (the server names its own)
 
     def socket_parent(self) -> str:
         """The folder in which the socket folder is made: the temp folder."""
@@ -48,10 +53,10 @@ class _SocketFolder:
     def use_sockets(self) -> bool:
         """Make the socket folder and switch the kernel to unix sockets there (called before it starts);
         whether it talks over them. A restart keeps its folder; a caller that named a connection file
-        chose its transport itself."""
+        chose its transport itself (but for the Jupyter server, which names every kernel's file)."""
         if self.socket_folder is not None:
             return True
-        if self.connection_file or not sockets_work():
+        if (self.connection_file and self.names_connection_file) or not sockets_work():
             return False
         parent = self.socket_parent()
         longest = Path(parent, PREFIX + f"p{os.getpid()}-" + "x" * 8, "kernel-99")
@@ -66,7 +71,8 @@ class _SocketFolder:
         self.transport = "ipc"
         self.cache_ports = False  # jupyter_client's port cache is for TCP
         self.ip = str(self.socket_folder / "kernel")  # the sockets are kernel-1 ... kernel-5
-        self.connection_file = str(self.socket_folder / "kernel.json")
+        if self.names_connection_file:
+            self.connection_file = str(self.socket_folder / "kernel.json")
         return True
 
     async def _async_pre_start_kernel(self, **kw):
@@ -93,3 +99,43 @@ class AsyncSocketKernelManager(_SocketFolder, AsyncKernelManager):
     """The asynchronous one (nbclient's, so nbgrader's): the kernel's sockets in a private folder."""
 
     cleanup_resources = _SocketFolder._async_cleanup_resources
+
+
+def _server_socket_kernel_manager() -> type:
+    """The Jupyter server's kernel manager (``ServerKernelManager``: activity, events) with the kernel's
+    sockets in a private folder. The server keeps each kernel's connection file in its runtime folder."""
+    from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
+
+    class ServerSocketKernelManager(_SocketFolder, ServerKernelManager):
+        __doc__ = _server_socket_kernel_manager.__doc__
+        __qualname__ = "ServerSocketKernelManager"
+        names_connection_file = False
+        cleanup_resources = _SocketFolder._async_cleanup_resources
+
+    return ServerSocketKernelManager
+
+
+SERVER_DEFAULT = "jupyter_server.services.kernels.kernelmanager.ServerKernelManager"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Jupyter Server's entry point: this module is the extension."""
+    return [{"module": __name__}]
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    """Give the server's kernels unix sockets, unless its kernels are configured otherwise (another kernel
+    manager class, a gateway) or this machine has none. Kernels start on request, after this runs."""
+    mapping = serverapp.kernel_manager
+    if not sockets_work() or getattr(mapping, "kernel_manager_class", None) != SERVER_DEFAULT:
+        serverapp.log.info("course kit: kernels keep %s", getattr(mapping, "kernel_manager_class", type(mapping)))
+        return
+    mapping.kernel_manager_class = f"{__name__}.ServerSocketKernelManager"  # traitlets rebuilds the factory
+    serverapp.log.info("course kit: kernels talk over unix sockets in private folders (%s)", tempfile.gettempdir())
+
+
+def __getattr__(name: str):  # ServerSocketKernelManager: made when first asked for (traitlets' import_item)
+    if name == "ServerSocketKernelManager":
+        globals()[name] = _server_socket_kernel_manager()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,8 @@ nbgrader's wording. A single-user server validates one notebook at a time and th
 opens as soon as its validation returns, so the last validation is the one the dialog shows.
 
 Installation: both parts live in this package (``labextension/``, and
-``jupyter_server_config.d/course_utils.json``, which enables this module) and go into the
+``jupyter_server_config.d/course_utils.json``, which enables this module, and
+:mod:`course_utils.kernels`, which gives the server's kernels unix sockets) and go into the
 environment's ``share/jupyter/labextensions/course-kit-validate/`` and
 ``etc/jupyter/jupyter_server_config.d/``, where JupyterLab and Jupyter Server look. A wheel
 of the kit carries them as data files (``pyproject.toml``). An editable install

@@ -31,11 +31,13 @@ labs to different workers; a new lab joins automatically.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from course_utils import kernels
 from kit.browser import (RENDERED_IMAGES_JS, RUN_BLANK_S, RUN_FINISHED_S, LabServer, NotebookPage, check_verdict,
                          describe_output, discover_labs, errors_in, excerpt, first_todo, scratch_copy, start_server,
                          step, write_finished)
@@ -197,3 +199,21 @@ def test_only_per_lab_files_group_tests_in_classes():
             classes[path.name] = found
     assert not classes, (f"test classes {classes}: pytest-xdist (--dist loadscope) would run each class on its own "
                          f"worker, apart from the rest of its file; use module-level test functions")
+
+
+def test_the_servers_kernels_talk_over_unix_sockets(lab_server):
+    """The kit's server settings, as installed in the environment, give JupyterLab's kernels unix sockets
+    (course_utils/kernels.py): no TCP port for another process to take before the kernel binds it."""
+    status, kernel = lab_server.call("api/kernels", "POST", {"name": "python3"})
+    assert status == 201, (status, kernel)
+    try:
+        connection = lab_server.root / ".jupyter" / "runtime" / f"kernel-{kernel['id']}.json"
+        info = json.loads(connection.read_text())
+        assert info["transport"] == "ipc", (f"JupyterLab's kernels use {info['transport']}: is the kit's "
+                                            f"jupyter_server_config.d/course_utils.json installed? "
+                                            f"`python -m course_utils install-verdict`")
+        folder = Path(info["ip"]).parent
+        assert folder.name.startswith(kernels.PREFIX) and folder.is_dir(), info
+    finally:
+        lab_server.api(f"kernels/{kernel['id']}", method="DELETE")
+    assert not folder.exists(), "the kernel's socket folder outlived it"

@@ -23,6 +23,7 @@ finalizers, also when the test fails.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_utils import kernels
 from kit import REPO, copy_course, solved
 from kit import hub as hub_support
 from kit.browser import SCREENSHOTS, NotebookPage, check_verdict, errors_in, first_todo, step, validation_result
@@ -258,6 +260,10 @@ def test_a_term_on_the_hub(hub_world, browser):  # noqa: F811 (browser: the fixt
         page_a.locator(".jp-OutputArea-output").filter(has_text="NotImplementedError").first.scroll_into_view_if_needed(
             timeout=ms)
     shot(page_a, "2-student-a-runs-to-first-todo")
+    # The student's kernel talks over unix sockets (the kit's server extension) in a folder only they can enter.
+    uid = pwd.getpwnam(a).pw_uid
+    folders = [p for p in Path(tempfile.gettempdir()).glob(f"{kernels.PREFIX}p*") if p.stat().st_uid == uid]
+    assert folders and all(p.stat().st_mode & 0o777 == 0o700 for p in folders), folders
     lap("a ran to the first TODO")
     close_all(page_a)
     hand_over(notebook, finished_copy(), a)

@@ -7,15 +7,19 @@ and goes when the kernel does.
 """
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import os
 import stat
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import psutil
 import pytest
-from jupyter_client import KernelManager
+from jupyter_client import BlockingKernelClient, KernelManager
 from nbclient import NotebookClient
 from traitlets.config import Config
 
@@ -113,11 +117,63 @@ def test_tcp_where_a_socket_cannot_be_made(tmp_path, monkeypatch):
 
 def test_cleaning_up_by_the_public_name_removes_the_folder_too():
     """jupyter_client's public ``cleanup_resources`` is bound to its own coroutine; the kit's classes rebind it."""
-    import asyncio
-
-    sync, aio = kernels.SocketKernelManager(), kernels.AsyncSocketKernelManager()
-    assert sync.use_sockets() and aio.use_sockets()
-    folders = sync.socket_folder, aio.socket_folder
+    sync, aio, server = (kernels.SocketKernelManager(), kernels.AsyncSocketKernelManager(),
+                         kernels.ServerSocketKernelManager())
+    assert sync.use_sockets() and aio.use_sockets() and server.use_sockets()
+    folders = sync.socket_folder, aio.socket_folder, server.socket_folder
     sync.cleanup_resources()
     asyncio.run(aio.cleanup_resources())
+    asyncio.run(server.cleanup_resources())
     assert not any(folder.exists() for folder in folders)
+
+
+def test_the_jupyter_servers_kernels_talk_over_them_and_survive_a_restart(tmp_path):
+    """JupyterLab's kernels (jupyter_server's kernel manager, given the kit's class by the kit's server
+    extension): sockets in a private folder, the connection file where the server keeps it; Kernel > Restart
+    keeps the folder and the kernel answers again; shutting it down removes the folder. A server configured
+    with another kernel manager class keeps it."""
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
+
+    def ask(connection_file: str) -> str:  # a client as the server's websocket bridge makes one: from the file
+        client = BlockingKernelClient(connection_file=connection_file)
+        client.load_connection_file()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=120)
+            printed = []
+            client.execute_interactive("import os; print(os.getpid())", timeout=120,
+                                       output_hook=lambda msg: printed.append(
+                                           msg["content"].get("text", "") if msg["msg_type"] == "stream" else ""))
+            return "".join(printed).strip()
+        finally:
+            client.stop_channels()
+
+    async def walk() -> dict:
+        seen = {}
+        (tmp_path / "runtime").mkdir()  # the server makes its runtime folder at start
+        mapping = AsyncMappingKernelManager(connection_dir=str(tmp_path / "runtime"), root_dir=str(tmp_path))
+        kernels._load_jupyter_server_extension(SimpleNamespace(kernel_manager=mapping, log=logging.getLogger()))
+        kernel_id = await mapping.start_kernel(kernel_name="python3")
+        km = mapping.get_kernel(kernel_id)
+        seen.update(is_server=isinstance(km, ServerKernelManager), transport=km.transport, folder=km.socket_folder,
+                    connection_file=Path(km.connection_file), mode=km.socket_folder.stat().st_mode & 0o777,
+                    written=json.loads(Path(km.connection_file).read_text()))
+        seen["first"] = await asyncio.to_thread(ask, km.connection_file)
+        await mapping.restart_kernel(kernel_id)
+        seen.update(folder_after_restart=km.socket_folder)
+        seen["second"] = await asyncio.to_thread(ask, km.connection_file)
+        await mapping.shutdown_kernel(kernel_id)
+        seen["left"] = seen["folder"].exists() or seen["connection_file"].exists()
+        return seen
+
+    seen = asyncio.run(walk())
+    assert seen["is_server"] and seen["transport"] == "ipc" and seen["mode"] == 0o700, seen
+    assert seen["connection_file"].parent == tmp_path / "runtime", "the server's connection file moved"
+    assert seen["written"]["transport"] == "ipc" and seen["written"]["ip"] == str(seen["folder"] / "kernel"), seen
+    assert seen["first"].isdigit() and seen["second"].isdigit() and seen["first"] != seen["second"], seen
+    assert seen["folder_after_restart"] == seen["folder"] and not seen["left"], seen
+
+    gateway = "jupyter_server.gateway.managers.GatewayKernelManager"
+    chosen = AsyncMappingKernelManager(kernel_manager_class=gateway)
+    kernels._load_jupyter_server_extension(SimpleNamespace(kernel_manager=chosen, log=logging.getLogger()))
+    assert chosen.kernel_manager_class == gateway, "a configured class was replaced"

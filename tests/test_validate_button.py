@@ -104,7 +104,7 @@ def test_the_lab_extension_loads_and_the_server_extension_is_enabled():
     assert f"const NAME = '{validate_button.LABEXTENSION}';" in script
     assert f"const ROUTE = '{validate_button.ROUTE}';" in script
     config = json.loads(validate_button.FILES["etc/jupyter/jupyter_server_config.d/course_utils.json"].read_text())
-    assert config == {"ServerApp": {"jpserver_extensions": {validate_button.MODULE: True}}}
+    assert config == {"ServerApp": {"jpserver_extensions": {validate_button.MODULE: True, "course_utils.kernels": True}}}
     assert validate_button._jupyter_server_extension_points() == [{"module": "course_utils.validate_button"}]
 
 
