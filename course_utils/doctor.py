@@ -40,6 +40,7 @@ VALIDATE_LAB_PLUGIN = "@jupyter/nbgrader:validate-assignment"
 VERDICT_LAB_EXTENSION = "course-kit-validate"
 VERDICT_SERVER_EXTENSION = "course_utils.validate_button"
 VERDICT_FIX = "run `python -m course_utils install-verdict` in the course environment, then restart JupyterLab"
+KERNELS_SERVER_EXTENSION = "course_utils.kernels"  # JupyterLab's kernels over unix sockets (installed with the verdict)
 
 
 @dataclass
@@ -311,6 +312,20 @@ def check_jupyter(report: Report) -> None:
                        f"`jupyter server extension enable --sys-prefix {VALIDATE_SERVER_EXTENSION}`, "
                        f"then restart JupyterLab")
     check_verdict(report, server, lab_extensions, disabled)
+    report.add("kernels", kernel_transport(server))
+
+
+def kernel_transport(server: dict) -> str:
+    """How JupyterLab's kernels will talk to it here: unix sockets (course_utils/kernels.py) or TCP ports. TCP
+    works too (now and then a kernel restarts at its start, for a port another process took), so it is a fact
+    to read, not a warning."""
+    from course_utils import kernels
+
+    if not kernels.sockets_work():
+        return "TCP ports (this ZeroMQ has no unix sockets)"
+    if not server.get(KERNELS_SERVER_EXTENSION):
+        return f"TCP ports (server extension {KERNELS_SERVER_EXTENSION} not enabled: {VERDICT_FIX})"
+    return f"unix sockets (server extension {KERNELS_SERVER_EXTENSION})"
 
 
 def check_slow_imports(report: Report) -> None:

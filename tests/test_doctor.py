@@ -163,7 +163,8 @@ def test_disabled_validate_extensions_are_warnings(monkeypatch, tmp_path):
     (config / "labconfig" / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {doctor.VALIDATE_LAB_PLUGIN: True, doctor.VERDICT_LAB_EXTENSION: True}}))
     (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {
-        doctor.VALIDATE_SERVER_EXTENSION: False, doctor.VERDICT_SERVER_EXTENSION: False}}}))
+        doctor.VALIDATE_SERVER_EXTENSION: False, doctor.VERDICT_SERVER_EXTENSION: False,
+        doctor.KERNELS_SERVER_EXTENSION: False}}}))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config))
     monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "0")  # the user's config outranks the environment's
     validate_button.install(tmp_path / "env")  # the kit's lab extension, installed (then disabled above)
@@ -179,6 +180,7 @@ def test_disabled_validate_extensions_are_warnings(monkeypatch, tmp_path):
     lab, server = [w for w in warnings if "kit's verdict" in w]  # one per fix
     assert "is disabled" in lab and f"`jupyter labextension enable {doctor.VERDICT_LAB_EXTENSION}`" in lab, lab
     assert f"`jupyter server extension enable --sys-prefix {doctor.VERDICT_SERVER_EXTENSION}`" in server, server
+    assert facts(report)["kernels"].startswith("TCP ports (server extension course_utils.kernels not enabled")
     assert report.exit_code == 0
 
 
@@ -190,6 +192,7 @@ def test_enabled_extensions_are_found():
     assert facts(report)["nbgrader"].endswith("JupyterLab extension enabled; validate server extension enabled")
     assert facts(report)["verdict"] == "JupyterLab extension enabled; server extension enabled", \
         "run `python -m course_utils install-verdict` (scripts/setup.sh and .ci/run do)"
+    assert facts(report)["kernels"] == "unix sockets (server extension course_utils.kernels)"
     assert not report.findings, report.render()
 
 
