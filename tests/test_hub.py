@@ -38,7 +38,8 @@ import pytest
 from course_utils import kernels
 from kit import REPO, copy_course, solved
 from kit import hub as hub_support
-from kit.browser import SCREENSHOTS, NotebookPage, check_verdict, errors_in, first_todo, step, validation_result
+from kit.browser import (SCREENSHOTS, NotebookPage, check_verdict, close_dialog, errors_in, first_todo, step,
+                         validation_result)
 
 LAB = "lab1_mnist_mlp"
 LOGIN_S = hub_support.SERVER_READY_S
@@ -198,12 +199,6 @@ def validate_in_list(page) -> tuple[str, str]:
     with step("press Validate on the notebook's row", 30) as ms:
         row.get_by_role("button", name="Validate", exact=True).click(timeout=ms)
     return validation_result(page)
-
-
-def close_dialog(page) -> None:
-    with step("close the dialog", 15) as ms:
-        page.locator(".jp-Dialog button.jp-mod-accept").first.click(timeout=ms)
-        page.locator(".jp-Dialog").wait_for(state="detached", timeout=ms)
 
 
 def hand_over(path: Path, nb, user: str) -> None:

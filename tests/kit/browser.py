@@ -334,9 +334,7 @@ class NotebookPage:
         return result
 
     def close_dialog(self) -> None:
-        with step("close the dialog", 15) as ms:
-            self.page.locator(".jp-Dialog button.jp-mod-accept").first.click(timeout=ms)
-            self.page.locator(".jp-Dialog").wait_for(state="detached", timeout=ms)
+        close_dialog(self.page)
 
     def screenshot(self, name: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -374,6 +372,13 @@ def validation_result(page, seconds: float = VALIDATE_S) -> tuple[str, str]:
         except PlaywrightTimeout:
             pass  # no verdict came: the caller sees nbgrader's own text
     return kind, message.inner_text()
+
+
+def close_dialog(page) -> None:
+    """Press the open dialog's OK button and wait until it is gone."""
+    with step("close the dialog", 15) as ms:
+        page.locator(".jp-Dialog button.jp-mod-accept").first.click(timeout=ms)
+        page.locator(".jp-Dialog").wait_for(state="detached", timeout=ms)
 
 
 def check_verdict(notebook: Path, lab: str, text: str) -> None:
