@@ -140,6 +140,7 @@ def evaluate(
             count += n
     finally:
         model.train(was_training)
+        speed.release_freed_memory()  # the large blocks of this evaluation (speed.keep_freed_memory)
     if count == 0:
         raise ValueError("evaluate() got an empty loader")
     return {"loss": total_loss / count, "acc": None if reconstruct else correct / count, "n": count}
@@ -251,6 +252,8 @@ def train(
     finally:
         if plan is not None:
             plan.finish(model)  # the usual memory format again
+        else:
+            speed.release_freed_memory()  # so that the next model starts from what is in use
     return history
 
 

@@ -18,8 +18,8 @@ lab's notebook lists what only the grader checks. Every other TODO cell holds th
   mistakes in different TODO cells share one notebook (each visible check builds its own models from
   its own TODO cell only, so one mistake cannot hide or cause another's failure).
 - ``test_grading_takes_points_for_each_mistake``: the same hand-ins, whole, graded by the real
-  pipeline in one batch per lab (smoke mode): every named item scores below its maximum (labs 1-3;
-  see ``GRADED_LABS``).
+  pipeline in one batch per lab (smoke mode): every named item scores below its maximum (lab 1 in CI,
+  every lab with ``COURSE_GRADE_ALL_MUTANTS=1``; see ``GRADED_LABS``).
 - ``alternative_*.py`` beside ``alternative.py`` are further correct solutions (in a student's own
   style): they validate with the passing verdict and earn full marks in the same batch.
 """

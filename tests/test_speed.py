@@ -93,3 +93,38 @@ def test_fast_cpu_keeps_freed_memory_so_large_tensors_stop_faulting_in_new_pages
     assert runs["keep"][0], "fast_cpu on a CPU should have set glibc's malloc to keep freed memory"
     assert runs["default"][1] > 5 * pages, f"without it, every 64 MB tensor faults in new pages: {runs}"
     assert runs["keep"][1] < pages, f"with it, 64 MB tensors should reuse freed memory, not fault in new pages: {runs}"
+
+
+_HAND_BACK = """
+import psutil, sys, torch
+from torch.utils.data import DataLoader, TensorDataset
+from course_utils import speed, training
+rss = lambda: psutil.Process().memory_info().rss
+speed.fast_cpu(torch.nn.Linear(2, 2), "cpu")
+kept = rss()
+# 768 MB in three 256 MB blocks from the heap: under keep_freed_memory's 1 GiB, so kept even at its top.
+blocks = [torch.ones(64, 1024, 1024) for _ in range(3)]
+pins = [torch.ones(1000) for _ in range(4)]  # small live blocks, perhaps above them
+del blocks
+held = rss()
+if sys.argv[1] == "train":  # training.train and evaluate hand it back when they finish
+    model = torch.nn.Linear(4, 2)
+    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4)
+    training.train(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), val_loader=loader, progress=False)
+else:
+    assert speed.release_freed_memory()
+print((held - kept) // 2**20, (rss() - kept) // 2**20)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory acts on glibc only")
+@pytest.mark.parametrize("how", ["release", "train"])
+def test_freed_memory_goes_back_when_training_or_evaluation_ends(how):
+    """What keep_freed_memory keeps, release_freed_memory hands back, also from inside the heap: otherwise
+    one model's freed blocks stay with the process while the next model may not fit in them."""
+    out = subprocess.run([sys.executable, "-c", _HAND_BACK, how], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    held, after = map(int, out.stdout.split())
+    assert held > 700, f"the freed 768 MB should have stayed with the process first (kept: {held} MB)"
+    # (training itself adds some memory of its own: about 150 MB for its first call here)
+    assert after < held - 500, f"{how}: the freed 768 MB should have gone back to the system, {after} MB still held"
