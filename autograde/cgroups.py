@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import leftovers
+from course_utils import leftovers
 
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "coursekit"
@@ -111,6 +111,12 @@ class Cgroup:
             return (self.dirs[controller] / file).read_text()
         except OSError:
             return ""
+
+    def peak_memory(self) -> int | None:
+        """The most memory the cgroup's processes held at once so far, in bytes (what the limit counts: their
+        memory and the file cache charged to them; the kernel drops that cache before the limit kills)."""
+        text = self._read("memory", "memory.max_usage_in_bytes").strip()
+        return int(text) if text.isdigit() else None
 
     def process_limit_hit(self) -> bool:
         events = dict(line.split() for line in self._read("pids", "pids.events").splitlines() if " " in line)

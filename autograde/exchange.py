@@ -25,7 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import leftovers, term
+from course_utils import leftovers
+
+from . import term
 from .collect import collect as collect_folder
 from .config import RELEASE_IGNORED
 from .course import CONFIG_NAME, STUDENT_ID, Course, GradingError, checked, nbgrader

@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 from . import jobs as job_choice
-from . import leftovers, record, sandbox, term
+from course_utils import leftovers
+
+from . import record, sandbox, term
 from .course import Course
 from .options import Job, RunOptions
 from .worker import Result, grade_task

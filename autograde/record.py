@@ -63,4 +63,6 @@ def reports(course: Course, options: RunOptions, labs: list[str], results: list[
             log.warning("%s: identical %s handed in by %s", lab, name, ", ".join(who))
         log.info("course report: %s", report.write_html(course, lab, [r for r in results if r.lab == lab],
                                                          same_weights=shared, run=options.run_id,
-                                                         sections=[similarity.section(course, lab)]))
+                                                         sections=[similarity.section(course, lab)],
+                                                         memory_limit=options.limits.memory_limit
+                                                         if options.cgroups else None))

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import nbformat
 
-from . import leftovers, term
+from course_utils import leftovers
+
+from . import term
 from .config import RELEASE_IGNORED
 from .course import Course, checked, nbgrader
 

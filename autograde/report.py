@@ -10,7 +10,9 @@ from pathlib import Path
 
 from . import classstate
 
-COLUMNS = ["student", "lab", "status", "score", "max_score", "seconds", "message", "outside_scores", "audit", "log"]
+COLUMNS = ["student", "lab", "status", "score", "max_score", "seconds", "peak_memory_mb", "message", "outside_scores",
+           "audit", "log"]
+NEAR_LIMIT = 0.75  # a hand-in whose peak memory passed this share of the limit is named in the class report
 
 
 def write_csv(folder: Path, results: list) -> Path | None:
@@ -26,9 +28,14 @@ def write_csv(folder: Path, results: list) -> Path | None:
             outside = "; ".join(f"{row['label']}={_value(row['value'])}" for row in r.outside)
             audited = "; ".join(f"{row['label']}: {_value(row['handed_in'])} handed in, {_value(row['retrained'])} "
                                 f"re-trained{' FLAGGED' if row['flagged'] else ''}" for row in r.audit)
-            writer.writerow([r.student, r.lab, r.status, r.score, r.max_score, f"{r.seconds:.1f}", r.message,
-                             outside, audited, r.log])
+            writer.writerow([r.student, r.lab, r.status, r.score, r.max_score, f"{r.seconds:.1f}",
+                             _megabytes(r.peak_memory), r.message, outside, audited, r.log])
     return path
+
+
+def _megabytes(n: int | None) -> str:
+    """``'2150'`` (MB) from bytes; '' where the hand-in ran without a cgroup, so nothing measured it."""
+    return "" if n is None else f"{n / 1e6:.0f}"
 
 
 def _value(value: float | None) -> str:
@@ -143,13 +150,38 @@ def write_class_csv(course, lab: str, header: list[str], rows: list[list]) -> Pa
     return path
 
 
+def _resources(results: list, memory_limit: int | None) -> list[str]:
+    """The run's cost: the slowest hand-ins with their peak memory, and the ones whose peak memory came near
+    ``memory_limit`` (a correct hand-in that comes close is a sign to raise the limit, not the student's fault)."""
+    slowest = sorted(results, key=lambda r: r.seconds, reverse=True)[:10]
+    parts = ["<h2>Slowest hand-ins (this run)</h2>",
+             _table(["student", "seconds", "peak memory (MB)", "status"],
+                    [[r.student, f"{r.seconds:.0f}", _megabytes(r.peak_memory), r.status] for r in slowest])]
+    measured = [r for r in results if r.peak_memory is not None]
+    if not measured or not memory_limit:
+        return parts + (["<p>Peak memory was not measured: hand-ins ran without a cgroup.</p>"] if results else [])
+    peaks = sorted(r.peak_memory for r in measured)
+    top = max(measured, key=lambda r: r.peak_memory)
+    near = sorted((r for r in measured if r.peak_memory >= NEAR_LIMIT * memory_limit),
+                  key=lambda r: r.peak_memory, reverse=True)
+    parts += ["<h2>Memory (this run)</h2>",
+              f"<p>Peak memory of a hand-in (its kernel, what that started and the outside scorer, file cache "
+              f"included): median {_megabytes(peaks[len(peaks) // 2])} MB, most {_megabytes(top.peak_memory)} MB "
+              f"({escape(top.student)}), of a limit of {_megabytes(memory_limit)} MB; a hand-in that reaches it "
+              f"is stopped and gets an error row. {len(near)} hand-in(s) passed {NEAR_LIMIT:.0%} of it:</p>",
+              _table(["student", "peak memory (MB)", "share of the limit", "status"],
+                     [[r.student, _megabytes(r.peak_memory), f"{r.peak_memory / memory_limit:.0%}", r.status]
+                      for r in near])]
+    return parts
+
+
 def write_html(course, lab: str, results: list, same_weights: list[tuple[str, list[str]]] = (),
-               sections: list[str] = (), run: str | None = None) -> Path:
+               sections: list[str] = (), run: str | None = None, memory_limit: int | None = None) -> Path:
     """``reports/<lab>.html`` and ``reports/<lab>.csv``: the class as the gradebook and the class state hold it
     (every student's latest result, errors included, with what the run ``run`` changed; scores, item pass
     rates counting manual items once graded by hand), then this run's notes, outside scores, audit flags and
-    identical handed-in weights, slowest. ``sections`` are further HTML blocks (each starting with its own
-    ``<h2>``), placed before the slowest hand-ins."""
+    identical handed-in weights, the slowest hand-ins and the memory they used (of ``memory_limit``).
+    ``sections`` are further HTML blocks (each starting with its own ``<h2>``), placed before the slowest."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,9 +241,7 @@ def write_html(course, lab: str, results: list, same_weights: list[tuple[str, li
                   "<h2>Identical handed-in weights</h2>",
                   _table(["file", "students"], [[name, ", ".join(who)] for name, who in same_weights])]
     parts += list(sections)
-    slowest = sorted(results, key=lambda r: r.seconds, reverse=True)[:10]
-    parts += ["<h2>Slowest hand-ins</h2>",
-              _table(["student", "seconds", "status"], [[r.student, f"{r.seconds:.0f}", r.status] for r in slowest])]
+    parts += _resources(results, memory_limit)
     style = "<style>body{font-family:sans-serif;max-width:900px}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
     path = course.config_dir / "reports" / f"{lab}.html"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cgroups, leftovers
+from course_utils import leftovers
+
+from . import cgroups
 
 SANDBOX_VAR = "COURSE_SANDBOX"  # JSON for the kernel manager: work and scratch folders, mounts, cgroups (kernel_plan)
 PLAN_VERSION = 3                 # of that JSON: a kernel manager refuses a plan it does not know
@@ -301,7 +303,7 @@ def new_scratch() -> Path:
     """A folder for one hand-in's sandboxes, in :func:`scratch_parent`: its kernel's sockets and every stage.
 
     The worker that grades the hand-in removes it when the hand-in is done, however its nbgrader process
-    ended; one of a worker that died goes with the next grading task (:mod:`autograde.leftovers`).
+    ended; one of a worker that died goes with the next grading task (:mod:`course_utils.leftovers`).
     """
     folder = Path(tempfile.mkdtemp(prefix=leftovers.tag(SCRATCH_PREFIX), dir=scratch_parent()))
     folder.chmod(0o755)  # the grading user starts the sandboxes and reads their stages

@@ -23,7 +23,9 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from . import audit, cgroups, execute, gradebook, leftovers, publish, sandbox, scorer
+from course_utils import leftovers
+
+from . import audit, cgroups, execute, gradebook, publish, sandbox, scorer
 from .collect import readable
 from .config import SCORER_TIMEOUT
 from .course import GradingError
@@ -49,6 +51,7 @@ class Result:
     score: float | None = None
     max_score: float | None = None
     seconds: float = 0.0
+    peak_memory: int | None = None  # bytes: the most the kernel, its children and the scorer held at once (cgroup)
     problem: str = ""
     notes: list[str] = field(default_factory=list)
     log: str = ""
@@ -265,6 +268,7 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         result.seconds = time.perf_counter() - start
     finally:
         if cgroup is not None:
+            result.peak_memory = cgroup.peak_memory()
             cgroup.close()
         if scratch is not None:  # the kernel's sockets and the stages, however nbgrader ended
             shutil.rmtree(scratch, ignore_errors=True)
@@ -299,6 +303,8 @@ def _audit(options: RunOptions, job: Job, work_root: Path, result: Result) -> No
     start = time.perf_counter()
     again = grade_one(options, job, work_root / f"audit-{job.lab}-{job.student}", audit_run=True)
     result.audit = audit.compare(result.outside, again.outside, {s.label: s.check for s in job.specs})
+    if again.peak_memory is not None:  # the re-training's memory counts for sizing the workers too
+        result.peak_memory = max(result.peak_memory or 0, again.peak_memory)
     if again.status != "graded" or not again.outside:
         result.audit.append({"label": "(re-training)", "kind": "", "handed_in": None, "retrained": None,
                              "flagged": True, "note": again.message or "the re-trained run failed"})
@@ -308,7 +314,7 @@ def _audit(options: RunOptions, job: Job, work_root: Path, result: Result) -> No
 
 
 def sweep_leftovers() -> list[str]:
-    """Remove what processes of the kit that died left behind (:mod:`autograde.leftovers`): grading
+    """Remove what processes of the kit that died left behind (:mod:`course_utils.leftovers`): grading
     workers' work and scratch folders and cgroups, the instructor's commands' folders, kernels' socket
     folders. Returns their names."""
     folders = {Path(tempfile.gettempdir()), Path(sandbox.scratch_parent())}  # where grade_task and grade_one make them

@@ -8,7 +8,8 @@ For each lab, the solution pasted into the released notebook is graded (sandboxe
 Dask LocalCluster, as ``python -m autograde autograde`` does):
 
 1. alone, with one worker: wall-clock seconds per submission, split into nbgrader's run (kernel
-   start and the notebook itself), the outside scoring of the exported models, and the merge;
+   start and the notebook itself), the outside scoring of the exported models, and the merge; and
+   the hand-in's peak memory (its cgroup's high-water mark, what the memory limit counts);
 2. as a batch of ``--batch`` copies with 1, 2 and N workers (N = the CPU cores): seconds per
    submission, submissions per hour, and per hour per core.
 
@@ -42,7 +43,7 @@ import time
 from pathlib import Path
 
 import autograde
-from autograde import leftovers
+from course_utils import leftovers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit: throwaway courses
 import kit  # noqa: E402
@@ -134,8 +135,9 @@ def main() -> int:
         autograde.collect(course, inbox)
         for lab in [kit.TOY_LAB, *labs]:
             seconds, cpu, results = grade(course, lab, ["s000"], 1, mode, args.handed_in)
+            peak = results[0].peak_memory  # the hand-in's cgroup: its kernel and the outside scorer
             rows.append((lab, seconds, part(results, "nbgrader"), part(results, "scoring"), part(results, "merge"),
-                         cpu))
+                         cpu, "–" if peak is None else f"{peak / 1e9:.2f}"))
             print(f"{lab}: {seconds:.1f} s alone ({cpu:.1f} CPU s)", flush=True)
             for workers in counts if args.batch and lab != kit.TOY_LAB else []:
                 students = [f"s{i:03d}" for i in range(args.batch)]
@@ -145,10 +147,12 @@ def main() -> int:
                       flush=True)
 
     print(f"\n## one submission alone, one worker ({way}, mode {mode}; seconds)")
-    print("| lab | whole | nbgrader run | outside scoring | merge | overhead (whole - nbgrader run) | CPU seconds |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for lab, whole, run, scoring, merge, cpu in rows:
-        print(f"| {lab} | {whole:.1f} | {run:.1f} | {scoring:.1f} | {merge:.2f} | {whole - run:.1f} | {cpu:.1f} |")
+    print("| lab | whole | nbgrader run | outside scoring | merge | overhead (whole - nbgrader run) | CPU seconds "
+          "| peak memory (GB) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for lab, whole, run, scoring, merge, cpu, peak in rows:
+        print(f"| {lab} | {whole:.1f} | {run:.1f} | {scoring:.1f} | {merge:.2f} | {whole - run:.1f} | {cpu:.1f} "
+              f"| {peak} |")
     if batches:
         print(f"\n## batches of {args.batch} ({way}, mode {mode})")
         print("| lab | workers | seconds per submission | submissions per hour | per hour per core "

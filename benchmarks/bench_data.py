@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from autograde import leftovers
+from course_utils import leftovers
 from course_utils import data, modes, training
 
 

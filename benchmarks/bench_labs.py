@@ -1,7 +1,8 @@
 """Benchmark: execute whole solution notebooks and print their time and graded scores.
 
 For each lab, in the given run mode: the wall-clock time of executing the whole solution notebook
-(nbclient, kernel start included, the way `jupyter nbconvert --execute` does), and every graded
+(nbclient, kernel start included, the way `jupyter nbconvert --execute` does), the kernel's peak
+resident memory (what the grader's memory limit must leave room for), and every graded
 score the notebook printed (the hidden ``grading.check_accuracy`` / ``check_reconstruction`` calls,
 read with the grader's own parser, ``autograde.scorer.specs``), next to the bound the grader
 applies in that mode, the original assignment's figure and the ratio of the two.
@@ -36,8 +37,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autograde import leftovers, scorer  # the grader's own reading of the checks
-from course_utils import kernels
+from autograde import scorer  # the grader's own reading of the checks
+from course_utils import kernels, leftovers
 
 # The original assignments' figures for each graded score (full protocol), by lab and label.
 ORIGINAL: dict[str, dict[str, tuple[float, str]]] = {
@@ -94,30 +95,51 @@ def with_seed(nb: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNode:
     return nb
 
 
-def run_lab(lab: str, mode: str, timeout: int, seed: int | None = None) -> tuple[float, list[dict]]:
+def peak_memory(pid: int) -> int | None:
+    """The most resident memory process ``pid`` has held so far (Linux's VmHWM), in bytes; None elsewhere."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+    return int(found.group(1)) * 1024 if found else None
+
+
+def execute(nb: nbformat.NotebookNode, workdir: Path, env: dict[str, str], timeout: int) -> tuple[float, int | None]:
+    """Execute ``nb`` in ``workdir`` with ``env`` added to this process's environment; return (seconds, the
+    kernel's peak resident memory in bytes, read after its last cell; None where it cannot be read)."""
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            kernel_manager_class=kernels.AsyncSocketKernelManager,  # no TCP port to race for
+                            resources={"metadata": {"path": str(workdir)}})
+    peak: list[int | None] = [None]
+
+    def read_peak(**_) -> None:  # nbclient's hook after each cell: the high-water mark only grows
+        peak[0] = peak_memory(client.km.provisioner.process.pid)
+
+    client.on_cell_executed = read_peak
+    saved = os.environ.copy()
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        start = time.perf_counter()
+        client.execute()
+        return time.perf_counter() - start, peak[0]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_lab(lab: str, mode: str, timeout: int, seed: int | None = None) -> tuple[float, int | None, list[dict]]:
     """Execute ``lab``'s solution notebook in ``mode`` (with ``SEED = seed`` if given);
-    return (seconds, one row per graded score)."""
+    return (seconds, the kernel's peak memory in bytes, one row per graded score)."""
     source = ROOT / "solutions" / lab / f"{lab}.ipynb"
     nb = nbformat.read(source, as_version=4)
     if seed is not None:
         nb = with_seed(nb, seed)
     plan = scorer.specs(nb, mode)
-    env = {**os.environ, "COURSE_MODE": mode}
     with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-bench-lab-")) as tmp:
         workdir = Path(tmp) / lab
         shutil.copytree(source.parent, workdir)
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                kernel_manager_class=kernels.AsyncSocketKernelManager,  # no TCP port to race for
-                                resources={"metadata": {"path": str(workdir)}})
-        saved = os.environ.copy()
-        os.environ.update(env)  # the kernel inherits this process's environment
-        try:
-            start = time.perf_counter()
-            client.execute()
-            seconds = time.perf_counter() - start
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        seconds, peak = execute(nb, workdir, {"COURSE_MODE": mode}, timeout)
     values = printed_scores(nb, [s.label for s in plan])
     rows = []
     for spec in plan:
@@ -130,7 +152,7 @@ def run_lab(lab: str, mode: str, timeout: int, seed: int | None = None) -> tuple
         rows.append({"label": spec.label, "kind": spec.kind, "value": value, "bound": spec.bound,
                      "passed": value is not None and spec.passed(value), "original": original_text,
                      "ratio": ratio})
-    return seconds, rows
+    return seconds, peak, rows
 
 
 def minutes(seconds: float) -> str:
@@ -153,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}", flush=True)
     failed = False
     for lab in chosen:
-        seconds, rows = run_lab(lab, args.mode, args.timeout, args.seed)
+        seconds, peak, rows = run_lab(lab, args.mode, args.timeout, args.seed)
         seeded = "" if args.seed is None else f", SEED = {args.seed}"
-        print(f"{lab} ({args.mode}{seeded}): whole notebook {minutes(seconds)}", flush=True)
+        memory = "" if peak is None else f", the kernel's peak memory {peak / 1e9:.2f} GB"
+        print(f"{lab} ({args.mode}{seeded}): whole notebook {minutes(seconds)}{memory}", flush=True)
         for row in rows:
             value = "not printed" if row["value"] is None else f"{row['value']:.4f}"
             need = f"{'at least' if row['kind'] == 'accuracy' else 'at most'} {row['bound']:g}"

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import autograde
-from autograde import cgroups, leftovers, sandbox
+from autograde import cgroups, sandbox
+from course_utils import leftovers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit: throwaway courses
 import kit  # noqa: E402

@@ -624,7 +624,7 @@ def run_labs(args) -> int:
         env["COURSE_MAX_BATCHES"] = str(args.max_batches)
     threads = max(1, (os.cpu_count() or 1) // max(1, min(args.jobs, len(chosen))))
     env.setdefault("OMP_NUM_THREADS", str(threads))
-    scratch = Path(tempfile.mkdtemp(prefix=f"coursekit-gpu-full-p{os.getpid()}-"))  # as autograde.leftovers.tag
+    scratch = Path(tempfile.mkdtemp(prefix=f"coursekit-gpu-full-p{os.getpid()}-"))  # as course_utils.leftovers.tag
     summary = {"command": sys.argv, "mode": args.mode, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                "jobs": args.jobs, "labs": {lab: {"status": "pending"} for lab in chosen}}
     if args.data:

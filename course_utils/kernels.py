@@ -31,7 +31,9 @@ import zmq
 from jupyter_client import AsyncKernelManager, KernelManager
 from jupyter_client.utils import run_sync
 
-PREFIX = "coursekit-kernel-"  # + "p<pid>-": autograde.leftovers removes a dead process's folders
+from . import leftovers
+
+PREFIX = "coursekit-kernel-"  # + "p<pid>-" (leftovers.tag): leftovers.sweep removes a dead process's folders
 MAX_SOCKET_PATH = 100  # bytes: a unix socket's path may have 107 on Linux and 103 on macOS; "-5" is appended
 
 
@@ -59,12 +61,12 @@ class _SocketFolder:
         if (self.connection_file and self.names_connection_file) or not sockets_work():
             return False
         parent = self.socket_parent()
-        longest = Path(parent, PREFIX + f"p{os.getpid()}-" + "x" * 8, "kernel-99")
+        longest = Path(parent, leftovers.tag(PREFIX) + "x" * 8, "kernel-99")
         if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
             self.log.info("kernel sockets would need a path over %d bytes in %s: using TCP", MAX_SOCKET_PATH, parent)
             return False
         try:
-            self.socket_folder = Path(tempfile.mkdtemp(prefix=PREFIX + f"p{os.getpid()}-", dir=parent))
+            self.socket_folder = Path(tempfile.mkdtemp(prefix=leftovers.tag(PREFIX), dir=parent))
         except OSError as exc:  # a full or read-only temp folder
             self.log.warning("no folder for the kernel's sockets in %s (%s): using TCP", parent, exc)
             return False
@@ -125,7 +127,12 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 def _load_jupyter_server_extension(serverapp) -> None:
     """Give the server's kernels unix sockets, unless its kernels are configured otherwise (another kernel
-    manager class, a gateway) or this machine has none. Kernels start on request, after this runs."""
+    manager class, a gateway) or this machine has none. Kernels start on request, after this runs.
+
+    First it removes this user's socket folders that an earlier server, killed before it could shut its
+    kernels down (SIGKILL, a hub's out-of-memory kill), left in the temp folder."""
+    for path in leftovers.sweep(Path(tempfile.gettempdir()), (PREFIX,)):
+        serverapp.log.info("course kit: removed %s, the kernel socket folder of a process that has ended", path)
     mapping = serverapp.kernel_manager
     if not sockets_work() or getattr(mapping, "kernel_manager_class", None) != SERVER_DEFAULT:
         serverapp.log.info("course kit: kernels keep %s", getattr(mapping, "kernel_manager_class", type(mapping)))

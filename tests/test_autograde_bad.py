@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import autograde
-from autograde import scorer
+from autograde import report, scorer
 
 import kit
 
@@ -54,6 +54,12 @@ def batch(tmp_path_factory, grading_cluster) -> kit.Batch:
     batch.results = {r.student: r for r in results}
     batch.export = autograde.export(batch.course, batch.course.root / "grades.csv")
     return batch
+
+
+def run_report(batch: kit.Batch) -> dict[str, dict]:
+    """The run's CSV (``reports/autograde-<time>.csv``, not the class's ``<lab>.csv``): student -> row."""
+    path = max((batch.course.config_dir / "reports").glob("autograde-*.csv"))
+    return {row["student"]: row for row in csv.DictReader(path.open())}
 
 
 def items_before_last_todo(release) -> list[str]:
@@ -132,5 +138,24 @@ def test_grader_patching_earns_no_accuracy_points(batch):
 def test_limits_make_error_rows_with_reasons(batch, student, reason):
     result = batch.results[student]
     assert result.status == "error" and reason in result.message, result.message
-    rows = {r["student"]: r for r in csv.DictReader(max((batch.course.config_dir / "reports").glob("*.csv")).open())}
+    rows = run_report(batch)
     assert reason in rows[student]["message"]
+
+
+def test_peak_memory_is_measured_and_the_report_names_hand_ins_near_the_limit(batch):
+    """Each hand-in's cgroup gives its peak memory: the hog's reached the limit, a good one's stayed well below,
+    and the class report lists the hog (only) among those that passed report.NEAR_LIMIT of the limit."""
+    results = batch.results
+    hog, good = results["k_memory_hog"].peak_memory, results["a_good"].peak_memory
+    assert hog is not None and hog >= 0.95 * MEMORY_LIMIT, hog
+    assert good is not None and 100e6 < good < report.NEAR_LIMIT * MEMORY_LIMIT, good
+    assert results["g_truncated"].peak_memory is None  # never ran: nothing measured
+    rows = run_report(batch)
+    assert float(rows["k_memory_hog"]["peak_memory_mb"]) >= 0.95 * MEMORY_LIMIT / 1e6
+    assert rows["g_truncated"]["peak_memory_mb"] == ""
+    html = (batch.course.config_dir / "reports" / f"{LAB}.html").read_text()
+    memory = re.search(r"<h2>Memory \(this run\)</h2>(.*?)(?=<h2>|</body>)", html, re.S)
+    assert memory, "the class report has no memory section"
+    near = re.findall(r"<tr><td>([^<]+)</td><td>\d+</td><td>(\d+)%</td>", memory.group(1))
+    assert [student for student, _ in near] == ["k_memory_hog"], memory.group(1)
+    assert int(near[0][1]) >= 95

@@ -52,3 +52,13 @@ def test_with_seed_refuses_a_notebook_without_one_seed_line():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("SEED_OFFSET = 3\nx = 1")])
     with pytest.raises(ValueError, match="found 0"):
         bench_labs.with_seed(nb, 1)
+
+
+def test_execute_reads_the_kernels_peak_memory(tmp_path):
+    """The peak is the kernel's own high-water mark: a cell that held 400 MB shows, though it freed them."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("block = b'x' * 400_000_000\ndel block"),
+                                         nbformat.v4.new_code_cell("import os\nprint(os.environ['COURSE_MODE'])")])
+    seconds, peak = bench_labs.execute(nb, tmp_path, {"COURSE_MODE": "smoke"}, timeout=60)
+    assert nb.cells[1].outputs[0]["text"].strip() == "smoke"  # the notebook ran with the mode given
+    assert peak is not None and 400e6 < peak < 1.5e9, peak
+    assert seconds > 0

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -177,3 +178,39 @@ def test_the_jupyter_servers_kernels_talk_over_them_and_survive_a_restart(tmp_pa
     chosen = AsyncMappingKernelManager(kernel_manager_class=gateway)
     kernels._load_jupyter_server_extension(SimpleNamespace(kernel_manager=chosen, log=logging.getLogger()))
     assert chosen.kernel_manager_class == gateway, "a configured class was replaced"
+
+
+def test_a_killed_servers_socket_folders_go_when_the_next_server_starts(tmp_path, monkeypatch):
+    """A student's server killed with its kernels (SIGKILL: a hub's out-of-memory kill) cannot remove their
+    socket folders; the next Jupyter server of that user removes them at its start (the kit's extension)."""
+    from kit.browser import start_server
+
+    # The servers' own temp folder (short enough for socket paths), so that no grading task's sweep in
+    # another test removes the dead server's folder first; tagged, so a sweep leaves it to this live test.
+    private = Path(tempfile.mkdtemp(prefix=kernels.leftovers.tag("coursekit-test-tmp-")))
+    monkeypatch.setenv("TMPDIR", str(private))
+    try:
+        first = start_server(tmp_path)
+        try:
+            status, kernel = first.call("api/kernels", "POST", {"name": "python3"})
+            assert status == 201, (status, kernel)
+            info = json.loads((tmp_path / ".jupyter" / "runtime" / f"kernel-{kernel['id']}.json").read_text())
+            folder = Path(info["ip"]).parent
+            server = psutil.Process(first.process.pid)
+            for process in [server, *server.children(recursive=True)]:
+                process.kill()
+            psutil.wait_procs([server], timeout=10)
+        finally:
+            first.stop()
+        assert folder.parent == private and folder.name.startswith(kernels.PREFIX), folder
+        assert folder.is_dir(), "the killed server's socket folder is not there"
+        kept = Path(tempfile.mkdtemp(prefix=kernels.leftovers.tag(kernels.PREFIX), dir=private))  # a live maker's
+        second = start_server(tmp_path)
+        try:
+            assert not folder.exists(), f"the next server left the dead one's socket folder:\n{second.log_tail()}"
+            assert kept.is_dir(), "the next server removed a live process's socket folder"
+            assert f"removed {folder}" in second.log.read_text(), second.log_tail()
+        finally:
+            second.stop()
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

@@ -19,7 +19,8 @@ import pytest
 import torch
 from torch import nn
 
-from autograde import cgroups, leftovers, sandbox, scorer, worker
+from autograde import cgroups, sandbox, scorer, worker
+from course_utils import leftovers
 from autograde.course import Course
 from course_utils import checks, grading, kernels
 
@@ -174,7 +175,7 @@ def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not(monkeypatch):
     """A grader killed mid-hand-in leaves its folders (a kernel's socket folder too) and a cgroup with a process
     in it; the sweep removes those, and leaves the live grader's and other programs' alone."""
 
-    code = ("import subprocess, sys, tempfile, time\nfrom autograde import cgroups, leftovers, sandbox\n"
+    code = ("import subprocess, sys, tempfile, time\nfrom autograde import cgroups, sandbox\nfrom course_utils import leftovers\n"
             "from course_utils import kernels\n"
             "group = cgroups.Cgroup('test-sweep', memory=64 << 20, processes=8)\n"
             "subprocess.Popen(sandbox.join_cgroup(group.procs_files, ['sleep', '300']), start_new_session=True, "

@@ -1,16 +1,16 @@
-"""What grading leaves behind when a grading process dies, and how the next one removes it.
+"""What the kit's processes leave in the temp folder when they die, and how the next one removes it.
 
-A worker makes folders and cgroups for each hand-in (:mod:`autograde.worker`,
+A grading worker makes folders and cgroups for each hand-in (:mod:`autograde.worker`,
 :mod:`autograde.sandbox`, :mod:`autograde.cgroups`) and removes them when the
 hand-in is done; the instructor's commands make folders for a run (private
 gradebook copies, staged hand-ins) and every kernel manager of the kit one for its
-sockets (:mod:`course_utils.kernels`). A process that is killed (out of memory, by
-an instructor) cannot remove them: so each of those names starts with
-:data:`KIT_PREFIX` and carries the process id of its maker (:func:`tag`), and
-the next grading task removes the ones whose maker no longer runs (:func:`sweep`).
-A process id in use again means a folder is left alone, never that a live
-grader's folder is removed; graders that share a temp folder must share a
-process namespace (one machine, or one container).
+sockets (:mod:`course_utils.kernels`), a student's Jupyter server included. A process
+that is killed (out of memory, by an instructor, a hub culling a server) cannot remove
+them: so each of those names starts with :data:`KIT_PREFIX` and carries the process id
+of its maker (:func:`tag`), and the next grading task, or the next Jupyter server, removes
+the ones whose maker no longer runs (:func:`sweep`). A process id in use again means a
+folder is left alone, never that a live process's folder is removed; processes that share
+a temp folder must share a process namespace (one machine, or one container).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def owner_gone(name: str) -> bool:
 def sweep(folder: Path, prefixes: tuple[str, ...]) -> list[Path]:
     """Remove the entries of ``folder`` that start with one of ``prefixes`` and whose makers have ended.
 
-    Returns what was removed.
+    Returns what was removed (not what this user may not remove: another user's, in a shared temp folder).
     """
     removed = []
     try:
@@ -55,5 +55,6 @@ def sweep(folder: Path, prefixes: tuple[str, ...]) -> list[Path]:
     for path in entries:
         if path.name.startswith(prefixes) and owner_gone(path.name):
             shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+            if not path.exists():
+                removed.append(path)
     return removed
