@@ -23,7 +23,13 @@ ALLOWED_FAILURES = 1  # a task whose worker died is retried once, then reported
 # How grading uses Dask: a task whose worker died is retried once; workers may start processes (nbgrader).
 SETTINGS = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
             "distributed.worker.daemon": False,  # workers start nbgrader processes
-            "distributed.logging.distributed": "error"}
+            "distributed.logging.distributed": "error",
+            # Dask's nanny writes these variables into the environment of the process that starts the
+            # workers (this one, for a LocalCluster) and leaves them there. Its default OMP_NUM_THREADS=1
+            # would then pass for the instructor's own setting in every later run of this process
+            # (RunOptions.passed_env) and give each hand-in one thread however many cores it has. Only the
+            # default's memory trim is kept; each hand-in's threads are set by RunOptions.env.
+            "distributed.nanny.pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": 65536}}
 
 
 @contextlib.contextmanager

@@ -262,6 +262,27 @@ def test_a_worker_that_dies_mid_task_loses_no_grade(toy, tmp_path):
     assert (toy.config_dir / "reports" / f"{LAB}.html").read_text().count("data:image/png;base64") == 2
 
 
+def test_a_local_cluster_leaves_each_later_hand_in_its_share_of_the_cores(monkeypatch):
+    """Dask's nanny writes OMP_NUM_THREADS=1 into the environment of the process that starts a LocalCluster;
+    it must not, or every later run of that process (a benchmark, a script grading lab after lab) would take it
+    for the instructor's setting and give each hand-in one thread on a machine whose cores sit idle."""
+    import os
+
+    from autograde.cluster import open_client
+    from autograde.options import RunOptions
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: one thread per hand-in is right anyway")
+    threads = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    for var in threads:  # as an instructor's shell has them (the test suite sets them for its own processes)
+        monkeypatch.delenv(var, raising=False)
+    with open_client(workers=1) as client:
+        assert client.submit(os.getpid, pure=False).result() != os.getpid()  # a worker process was started
+    assert not [var for var in threads if var in os.environ], {v: os.environ[v] for v in threads if v in os.environ}
+    later = RunOptions.build(autograde.Course(kit.REPO), workers=1).env()
+    assert later["OMP_NUM_THREADS"] == later["MKL_NUM_THREADS"] == str(os.cpu_count())
+
+
 def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
     """`dask scheduler` and `dask worker` as their own processes; the CLI grades through --scheduler."""
     students = slow_batch(toy, tmp_path / "inbox", 2, 1)
