@@ -93,7 +93,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--submission-timeout", type=float, help=f"seconds per submission (default: the mode's, "
                                                             f"{limits.submission_timeout:.0f} in {default.mode})")
     s.add_argument("--memory-limit", type=parse_size,
-                   help=f"memory per submission, e.g. 4G (default: {config.MEMORY_LIMIT})")
+                   help=f"memory per submission, e.g. 6G (default: the mode's, {limits.memory_limit / (1 << 30):g} GiB "
+                        f"in {default.mode})")
     s.add_argument("--process-limit", type=int,
                    help=f"processes and threads per submission (default: {config.PROCESS_LIMIT})")
     s.add_argument("--no-sandbox", dest="sandbox", action="store_false", default=None,

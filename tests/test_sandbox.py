@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from autograde import cgroups, sandbox, scorer, worker
-from course_utils import leftovers
 from autograde.course import Course
-from course_utils import checks, grading, kernels
+from course_utils import checks, grading, kernels, leftovers
+from course_utils.modes import MODES
 
 from kit import REPO
 
@@ -400,3 +400,19 @@ def test_a_plan_the_kernel_manager_does_not_know_is_refused_not_run_unsandboxed(
             GradingKernelManager()
     finally:
         del os.environ[sandbox.SANDBOX_VAR]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_limits_table_in_autograde_readme_is_what_grading_applies(mode):
+    """autograde/README.md's "Grading mode and limits" table: the per-mode memory, time and process limits
+    an instructor reads are the ones config.limits gives."""
+    from autograde import config
+
+    text = (REPO / "autograde" / "README.md").read_text().split("## Grading mode and limits", 1)[1]
+    row = re.search(rf"^\| `{mode}` \| [^|]+ \| (\d+) s \| ([^|]+) \| ([\d.]+) GiB[^|]* \| (\d+) \|$", text, re.M)
+    assert row, f"no row for {mode} in autograde/README.md's limits table"
+    limits = config.limits(mode)
+    submission = row[2].strip()
+    seconds = float(submission[:-2]) * 3600 if submission.endswith(" h") else float(submission.removesuffix(" s"))
+    assert (int(row[1]), seconds, float(row[3]), int(row[4])) == \
+        (limits.cell_timeout, limits.submission_timeout, limits.memory_limit / (1 << 30), limits.process_limit)
