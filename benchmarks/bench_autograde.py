@@ -136,9 +136,10 @@ def main() -> int:
         for lab in [kit.TOY_LAB, *labs]:
             seconds, cpu, results = grade(course, lab, ["s000"], 1, mode, args.handed_in)
             peak = results[0].peak_memory  # the hand-in's cgroup: its kernel and the outside scorer
+            peak_text = "–" if peak is None else f"{peak / 1e9:.2f}"
             rows.append((lab, seconds, part(results, "nbgrader"), part(results, "scoring"), part(results, "merge"),
-                         cpu, "–" if peak is None else f"{peak / 1e9:.2f}"))
-            print(f"{lab}: {seconds:.1f} s alone ({cpu:.1f} CPU s)", flush=True)
+                         cpu, peak_text))
+            print(f"{lab}: {seconds:.1f} s alone ({cpu:.1f} CPU s, peak memory {peak_text} GB)", flush=True)
             for workers in counts if args.batch and lab != kit.TOY_LAB else []:
                 students = [f"s{i:03d}" for i in range(args.batch)]
                 seconds, cpu, _ = grade(course, lab, students, workers, mode, args.handed_in)
