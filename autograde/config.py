@@ -24,7 +24,8 @@ TIME_LIMITS = {mode: (CELL_TIME_LIMITS[mode], SUBMISSION_LIMITS[mode]) for mode 
 # (benchmarks/bench_autograde.py prints each lab's peak; the class report shows each hand-in's): lab 4's
 # solution graded in laptop mode on a CPU without native bfloat16 (AVX2: float32 forward passes) peaked
 # at 4.15 and 4.64 GB in two runs, over the 4 GiB that every mode had until 2026-12-06 (lab 5: 2.44 GB);
-# with bfloat16 lab 4's notebook peaks at 2.5 GB. Full mode keeps the datasets on the GPU and was not measured yet: its figure leaves room.
+# with bfloat16 lab 4's notebook peaks at 2.5 GB. Full mode keeps the datasets on the GPU and was not
+# measured yet: its figure leaves room.
 MEMORY_LIMITS = {"smoke": "4G", "laptop": "6G", "full": "8G"}
 PROCESS_LIMIT = 256      # processes and threads per submission
 SCORER_TIMEOUT = 600     # seconds for scoring one submission's exported models

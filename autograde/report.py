@@ -160,13 +160,12 @@ def _resources(results: list, memory_limit: int | None) -> list[str]:
     measured = [r for r in results if r.peak_memory is not None]
     if not measured or not memory_limit:
         return parts + (["<p>Peak memory was not measured: hand-ins ran without a cgroup.</p>"] if results else [])
-    peaks = sorted(r.peak_memory for r in measured)
-    top = max(measured, key=lambda r: r.peak_memory)
-    near = sorted((r for r in measured if r.peak_memory >= NEAR_LIMIT * memory_limit),
-                  key=lambda r: r.peak_memory, reverse=True)
+    by_peak = sorted(measured, key=lambda r: r.peak_memory, reverse=True)
+    top, median = by_peak[0], by_peak[(len(by_peak) - 1) // 2]  # the upper median for an even count
+    near = [r for r in by_peak if r.peak_memory >= NEAR_LIMIT * memory_limit]
     parts += ["<h2>Memory (this run)</h2>",
               f"<p>Peak memory of a hand-in (its kernel, what that started and the outside scorer, file cache "
-              f"included): median {_megabytes(peaks[len(peaks) // 2])} MB, most {_megabytes(top.peak_memory)} MB "
+              f"included): median {_megabytes(median.peak_memory)} MB, most {_megabytes(top.peak_memory)} MB "
               f"({escape(top.student)}), of a limit of {_megabytes(memory_limit)} MB; a hand-in that reaches it "
               f"is stopped and gets an error row. {len(near)} hand-in(s) passed {NEAR_LIMIT:.0%} of it:</p>",
               _table(["student", "peak memory (MB)", "share of the limit", "status"],
