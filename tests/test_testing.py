@@ -64,3 +64,32 @@ def test_attack_cells_are_files_filled_by_name():
     assert '"/course/submitted" + "/*/*/*.ipynb"' in kit.attack("vandal", **values)
     with pytest.raises(KeyError, match="submitted"):
         kit.attack("vandal", root="/course")
+
+
+def test_a_zeromq_context_a_test_leaves_open_is_closed_when_it_ends(tmp_path):
+    """The kit's pytest_runtest_call closes what a test body's kernel managers left: the next test finds the
+    context and its socket closed; a context made by a fixture stays open for the tests that share it."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_left.py").write_text(
+        "import pytest, zmq\n"
+        "left = {}\n"
+        "@pytest.fixture(scope='module')\n"
+        "def shared():\n"
+        "    return zmq.Context()\n"
+        "def test_leaves_one(shared):\n"
+        "    left['context'] = zmq.Context()\n"
+        "    left['socket'] = left['context'].socket(zmq.PUSH)\n"
+        "    left['socket'].connect('ipc:///nonexistent/peer')\n"
+        "    left['socket'].send(b'queued for a peer that never comes', zmq.NOBLOCK)\n"
+        "def test_finds_it_closed(shared):\n"
+        "    assert left['context'].closed and left['socket'].closed\n"
+        "    assert not shared.closed\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(kit.REPO / "tests"), str(kit.REPO)])}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "kit.plugin", "-p", "no:cacheprovider", "-q",
+                          "-o", "addopts=", "--rootdir", str(tmp_path), str(tmp_path / "test_left.py")],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout + run.stderr

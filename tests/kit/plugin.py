@@ -5,6 +5,7 @@ Each returns a plain path or a :class:`kit.Batch`; the helpers behind them are i
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,44 @@ def pytest_configure(config) -> None:
     except ImportError:
         return
     nbval.kernel.KernelManager = kernels.SocketKernelManager
+
+
+_CONTEXTS: weakref.WeakSet = weakref.WeakSet()  # every ZeroMQ context this process made (see below)
+
+
+def _track_zmq_contexts() -> None:
+    """Record every ZeroMQ context made in this process, so :func:`pytest_runtest_call` can close a test's."""
+    import zmq.sugar.context
+
+    made = zmq.sugar.context.Context.__init__
+    if getattr(made, "tracked", False):
+        return
+
+    def init(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        _CONTEXTS.add(self)
+
+    init.tracked = True
+    zmq.sugar.context.Context.__init__ = init
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Close the ZeroMQ contexts a test body made and left open (in-process kernel managers and clients).
+
+    Left to the garbage collector, such a context can hang this worker for good: when it and its sockets
+    are collected in one cycle, the context's ``__del__`` may run first, and its ``term()`` waits for sockets
+    that are still open (a fresh-clone CI run hung in an unrelated test's SQLAlchemy call that way).
+    Contexts from fixtures (made in setup) are left alone; ``destroy(linger=0)`` closes the sockets first.
+    """
+    _track_zmq_contexts()
+    before = weakref.WeakSet(_CONTEXTS)
+    try:
+        return (yield)
+    finally:
+        for context in list(_CONTEXTS):
+            if context not in before and not context.closed and not context._shadow:
+                context.destroy(linger=0)
 
 
 @pytest.fixture(scope="session")
