@@ -46,12 +46,13 @@ class RunOptions:
     limits: config.Limits
     sandbox: bool
     cgroups: bool
-    threads: int = 1       # OMP/MKL threads of each hand-in's processes
+    threads: int = 1       # OMP/MKL threads of each hand-in's processes where slots_by_host does not say
     handed_in: bool = False
     audit_share: float = 0.0
     audit_seed: int | None = None
     passed_env: dict = field(default_factory=dict)  # OMP_NUM_THREADS / MKL_NUM_THREADS set by the instructor
     run_id: str = field(default_factory=new_run_id)  # this run, in the class's state (autograde.classstate)
+    slots_by_host: dict = field(default_factory=dict)  # host -> hand-ins graded there at once (the cluster's threads)
 
     @classmethod
     def build(cls, course: Course, *, mode: str | None = None, cell_timeout: int | None = None,
@@ -96,10 +97,22 @@ class RunOptions:
             env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
         env.pop(config.GRADING_MODE_VAR, None)  # the mode travels on nbgrader's command line
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = self.passed_env.get(var, str(self.threads))
+            env[var] = self.passed_env.get(var, str(self.threads_here()))
         if quick:
             env.update({HANDIN_VAR: "1", BATCHES_VAR: str(config.HANDIN_BATCHES)})
         return env
+
+    def threads_here(self) -> int:
+        """Threads for each hand-in graded on this machine: its cores shared by the hand-ins the cluster grades on
+        it at once (:attr:`slots_by_host`, which the client reads from the scheduler), so a worker machine with
+        other cores than the instructor's gets its own share; :attr:`threads` outside a Dask worker or on a host
+        that joined later. The instructor's OMP_NUM_THREADS wins over both (:meth:`env`)."""
+        host = _worker_host()
+        slots = self.slots_by_host.get(host) if host else None
+        if not slots:
+            return self.threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // slots)
 
     def nbgrader_args(self, lab: str, student: str, db: Path, autograded: Path | None = None,
                       events: Path | None = None) -> list[str]:
@@ -122,3 +135,23 @@ class RunOptions:
                if self.cgroups else (", sandboxed without limits" if self.sandbox else ""))
         return (f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: "
                 f"{lim.cell_timeout} s per cell, {lim.submission_timeout:.0f} s per submission{box}")
+
+
+def _worker_host() -> str | None:
+    """The host name of the Dask worker this runs in (as the scheduler lists it), None outside one."""
+    try:
+        from distributed import get_worker
+        from distributed.comm import get_address_host
+
+        return get_address_host(get_worker().address)
+    except (ImportError, ValueError):  # ValueError: not in a worker
+        return None
+
+
+def slots_by_host(workers: dict) -> dict[str, int]:
+    """Hand-ins a cluster grades at once on each host: the threads of its workers there (from the scheduler's
+    ``scheduler_info()["workers"]``, address -> info)."""
+    slots: dict[str, int] = {}
+    for info in workers.values():
+        slots[info["host"]] = slots.get(info["host"], 0) + max(1, int(info.get("nthreads") or 1))
+    return slots

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from . import jobs as job_choice
@@ -24,7 +25,7 @@ from course_utils import leftovers
 
 from . import record, sandbox, term
 from .course import Course
-from .options import Job, RunOptions
+from .options import Job, RunOptions, slots_by_host
 from .worker import Result, grade_task
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ def _grade_on_cluster(options: RunOptions, jobs: list[Job], results: list[Result
           tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-gradebooks-")) as tmp):  # workers' gradebooks
         if (link := dashboard(client)) is not None:
             log.info("Dask dashboard: %s", link)
+        # Each worker machine shares its own cores among the hand-ins it grades at once (RunOptions.threads_here).
+        options = replace(options, slots_by_host=slots_by_host(client.scheduler_info()["workers"]))
         futures = {client.submit(grade_task, job, options, key=f"grade-{job.lab}-{job.student}-{os.urandom(4).hex()}",
                                  retries=1, pure=False): job for job in jobs}
         bar = _progress(len(jobs)) if progress else None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import classstate
 
-COLUMNS = ["student", "lab", "status", "score", "max_score", "seconds", "peak_memory_mb", "message", "outside_scores",
+COLUMNS = ["student", "lab", "status", "score", "max_score", "seconds", "peak_memory_mb", "threads", "message", "outside_scores",
            "audit", "log"]
 NEAR_LIMIT = 0.75  # a hand-in whose peak memory passed this share of the limit is named in the class report
 
@@ -29,7 +29,8 @@ def write_csv(folder: Path, results: list) -> Path | None:
             audited = "; ".join(f"{row['label']}: {_value(row['handed_in'])} handed in, {_value(row['retrained'])} "
                                 f"re-trained{' FLAGGED' if row['flagged'] else ''}" for row in r.audit)
             writer.writerow([r.student, r.lab, r.status, r.score, r.max_score, f"{r.seconds:.1f}",
-                             _megabytes(r.peak_memory), r.message, outside, audited, r.log])
+                             _megabytes(r.peak_memory), r.threads if r.threads is not None else "", r.message,
+                             outside, audited, r.log])
     return path
 
 

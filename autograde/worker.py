@@ -52,6 +52,7 @@ class Result:
     max_score: float | None = None
     seconds: float = 0.0
     peak_memory: int | None = None  # bytes: the most the kernel, its children and the scorer held at once (cgroup)
+    threads: int | None = None      # OMP/MKL threads its processes had (RunOptions.threads_here, or the instructor's)
     problem: str = ""
     notes: list[str] = field(default_factory=list)
     log: str = ""
@@ -251,9 +252,11 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         if options.sandbox:
             scratch = sandbox.new_scratch()
         plan = sandbox.kernel_plan(work, cgroup.procs_files if cgroup else [], scratch)
+        env = options.env(quick=quick)
+        result.threads = int(env["OMP_NUM_THREADS"]) if env["OMP_NUM_THREADS"].isdigit() else None
         with open(result.log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=options.config_dir, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                    env=dict(options.env(quick=quick), **{sandbox.SANDBOX_VAR: plan}),
+                                    env=dict(env, **{sandbox.SANDBOX_VAR: plan}),
                                     preexec_fn=_die_with_parent if os.name == "posix" else None)
             code = _wait(proc, cgroup, lim.submission_timeout)
         result.timings["nbgrader"] = time.perf_counter() - start

@@ -8,6 +8,7 @@ graded in test_autograde_labs.py and test_autograde_bad.py.
 from __future__ import annotations
 
 import copy
+import os
 import csv
 import json
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -22,6 +24,7 @@ import pytest
 
 import autograde  # noqa: E402
 from autograde import cli, sandbox  # noqa: E402
+from autograde.options import RunOptions  # noqa: E402
 
 import kit
 
@@ -266,10 +269,7 @@ def test_a_local_cluster_leaves_each_later_hand_in_its_share_of_the_cores(monkey
     """Dask's nanny writes OMP_NUM_THREADS=1 into the environment of the process that starts a LocalCluster;
     it must not, or every later run of that process (a benchmark, a script grading lab after lab) would take it
     for the instructor's setting and give each hand-in one thread on a machine whose cores sit idle."""
-    import os
-
     from autograde.cluster import open_client
-    from autograde.options import RunOptions
 
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: one thread per hand-in is right anyway")
@@ -284,10 +284,12 @@ def test_a_local_cluster_leaves_each_later_hand_in_its_share_of_the_cores(monkey
 
 
 def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
-    """`dask scheduler` and `dask worker` as their own processes; the CLI grades through --scheduler."""
+    """`dask scheduler` and `dask worker` as their own processes; the CLI grades through --scheduler. Each hand-in
+    gets the worker machine's cores shared by the hand-ins graded there at once (here one worker, one thread: all
+    of them), not a share of the instructor's machine computed for its default local workers."""
     students = slow_batch(toy, tmp_path / "inbox", 2, 1)
     address_file = tmp_path / "scheduler.json"
-    env = autograde.tool_env()
+    env = {k: v for k, v in autograde.tool_env().items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     dask_cli = [str(Path(sys.executable).parent / "dask")]
     scheduler = subprocess.Popen([*dask_cli, "scheduler", "--scheduler-file", str(address_file), "--port", "0",
                                   "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -300,15 +302,41 @@ def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
         worker = subprocess.Popen([*dask_cli, "worker", "--scheduler-file", str(address_file), "--nthreads", "1",
                                    "--no-dashboard", "--no-nanny"], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
-        out = run_cli(toy, "autograde", "--mode", "smoke", "--scheduler", address)
+        out = subprocess.run([sys.executable, "-m", "autograde", "--course", str(toy.root), "autograde", "--mode",
+                              "smoke", "--scheduler", address], capture_output=True, text=True, env=env, timeout=900)
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"with the cluster at {address}" in out.stdout
         recorded_once(toy, students)
+        report = max((toy.config_dir / "reports").glob("autograde-*.csv"))
+        threads = {row["student"]: row["threads"] for row in csv.DictReader(report.open())}
+        assert threads == {s: str(len(os.sched_getaffinity(0))) for s in students}, threads
     finally:
         for proc in (worker, scheduler):
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+def test_each_worker_machine_shares_its_own_cores(monkeypatch):
+    """The threads of a hand-in: the cores of the machine it is graded on, shared by the hand-ins the cluster grades
+    there at once; the client's own share outside a Dask worker and on a host the scheduler did not list."""
+    from autograde import options as run_options
+
+    workers = {"tcp://10.0.0.5:4001": {"host": "10.0.0.5", "nthreads": 1},
+               "tcp://10.0.0.5:4002": {"host": "10.0.0.5", "nthreads": 1},
+               "tcp://10.0.0.6:4001": {"host": "10.0.0.6", "nthreads": 4}}
+    slots = run_options.slots_by_host(workers)
+    assert slots == {"10.0.0.5": 2, "10.0.0.6": 4}
+    opts = replace(RunOptions.build(autograde.Course(kit.REPO), workers=1), threads=7, slots_by_host=slots)
+    cores = len(os.sched_getaffinity(0))
+    assert opts.threads_here() == 7  # not in a Dask worker
+    for host, expected in (("10.0.0.5", max(1, cores // 2)), ("10.0.0.6", max(1, cores // 4)), ("10.0.0.9", 7)):
+        monkeypatch.setattr(run_options, "_worker_host", lambda host=host: host)
+        assert opts.threads_here() == expected, host
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert replace(opts, passed_env={}).env()["OMP_NUM_THREADS"] == "7"  # 10.0.0.9: unlisted
+    assert replace(opts, passed_env={"OMP_NUM_THREADS": "3"}).env()["OMP_NUM_THREADS"] == "3"  # the instructor's
 
 
 def test_audit_sample_is_a_share_or_a_count_per_lab():
