@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import classstate
 
-COLUMNS = ["student", "lab", "status", "score", "max_score", "seconds", "peak_memory_mb", "threads", "message", "outside_scores",
-           "audit", "log"]
+COLUMNS = ["student", "lab", "status", "score", "max_score", "seconds", "peak_memory_mb", "threads", "message",
+           "outside_scores", "audit", "log"]
 NEAR_LIMIT = 0.75  # a hand-in whose peak memory passed this share of the limit is named in the class report
 
 
