@@ -4,6 +4,7 @@ Modules, one concern each: ``course`` (the course folder and settings),
 ``config`` (grading mode and limits), ``release`` (generate / check),
 ``collect``, ``options`` (one run's frozen options), ``pipeline`` (autograde:
 ``jobs`` chooses, ``worker`` grades one hand-in, ``record`` merges and reports),
+``cluster`` (the Dask cluster; every worker runs the client's kit code),
 ``sandbox`` (the allowlist sandbox: bubblewrap, the grading user), ``cgroups``
 (memory and process limits), ``leftovers`` (what a grader that died left behind),
 ``kernel`` (the kernel manager nbgrader uses), ``execute`` (nbgrader's Execute

@@ -53,6 +53,7 @@ class RunOptions:
     passed_env: dict = field(default_factory=dict)  # OMP_NUM_THREADS / MKL_NUM_THREADS set by the instructor
     run_id: str = field(default_factory=new_run_id)  # this run, in the class's state (autograde.classstate)
     slots_by_host: dict = field(default_factory=dict)  # host -> hand-ins graded there at once (the cluster's threads)
+    code: str = ""         # the client's kit code (autograde.cluster.LOADED): a worker with other code refuses the job
 
     @classmethod
     def build(cls, course: Course, *, mode: str | None = None, cell_timeout: int | None = None,
@@ -76,7 +77,7 @@ class RunOptions:
                    source=course.folder("source"), submitted=course.folder("submitted"),
                    autograded=course.folder("autograded"), db=course.db_path(), mode=limits.mode, limits=limits,
                    sandbox=use_bwrap, cgroups=use_bwrap and found.cgroups,
-                   threads=max(1, (os.cpu_count() or 1) // max(1, workers)), handed_in=handed_in,
+                   threads=max(1, usable_cores() // max(1, workers)), handed_in=handed_in,
                    audit_share=audit_share, audit_seed=audit_seed,
                    passed_env={v: os.environ[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if v in os.environ})
 
@@ -111,8 +112,7 @@ class RunOptions:
         slots = self.slots_by_host.get(host) if host else None
         if not slots:
             return self.threads
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, cores // slots)
+        return max(1, usable_cores() // slots)
 
     def nbgrader_args(self, lab: str, student: str, db: Path, autograded: Path | None = None,
                       events: Path | None = None) -> list[str]:
@@ -135,6 +135,11 @@ class RunOptions:
                if self.cgroups else (", sandboxed without limits" if self.sandbox else ""))
         return (f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: "
                 f"{lim.cell_timeout} s per cell, {lim.submission_timeout:.0f} s per submission{box}")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's or a Slurm job's share), else all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _worker_host() -> str | None:

@@ -25,7 +25,7 @@ from course_utils import leftovers
 
 from . import record, sandbox, term
 from .course import Course
-from .options import Job, RunOptions, slots_by_host
+from .options import Job, RunOptions, slots_by_host, usable_cores
 from .worker import Result, grade_task
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
     with each notebook (a quick re-run); ``audit_share`` of them (a fraction, or a count per lab) are
     re-trained as well, chosen at random (``audit_seed``), and differences are flagged.
     """
-    workers = max(1, workers or min(os.cpu_count() or 1, 8))
+    workers = max(1, workers or min(usable_cores(), 8))
     options = RunOptions.build(course, mode=mode, cell_timeout=cell_timeout, submission_timeout=submission_timeout,
                                sandboxed=sandboxed, memory=memory, processes=processes, workers=workers,
                                handed_in=handed_in, audit_share=audit_share, audit_seed=audit_seed)
@@ -87,14 +87,15 @@ def _grade_on_cluster(options: RunOptions, jobs: list[Job], results: list[Result
     """Submit every job to the cluster and record each result as it arrives (appending to ``results``)."""
     from distributed import as_completed
 
-    from .cluster import dashboard, open_client
+    from .cluster import LOADED, check_workers, dashboard, open_client
 
     with (open_client(scheduler, workers) as client,
           tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-gradebooks-")) as tmp):  # workers' gradebooks
         if (link := dashboard(client)) is not None:
             log.info("Dask dashboard: %s", link)
+        check_workers(client)  # before anything is sent: every worker runs this code
         # Each worker machine shares its own cores among the hand-ins it grades at once (RunOptions.threads_here).
-        options = replace(options, slots_by_host=slots_by_host(client.scheduler_info()["workers"]))
+        options = replace(options, slots_by_host=slots_by_host(client.scheduler_info()["workers"]), code=LOADED)
         futures = {client.submit(grade_task, job, options, key=f"grade-{job.lab}-{job.student}-{os.urandom(4).hex()}",
                                  retries=1, pure=False): job for job in jobs}
         bar = _progress(len(jobs)) if progress else None

@@ -26,6 +26,7 @@ from nbformat import NotebookNode
 from course_utils import leftovers
 
 from . import audit, cgroups, execute, gradebook, publish, sandbox, scorer
+from .cluster import check_task
 from .collect import readable
 from .config import SCORER_TIMEOUT
 from .course import GradingError
@@ -332,6 +333,7 @@ def grade_task(job: Job, options: RunOptions) -> Result:
     With ``options.handed_in`` the hand-in's weights are graded; an audited job is re-trained as well
     and the scores compared (``result.audit``).
     """
+    check_task(options.code)  # a worker with other kit code grades nothing (an error row, graded again later)
     sweep_leftovers()
     work_root = Path(tempfile.mkdtemp(prefix=leftovers.tag(WORK_PREFIX)))
     try:

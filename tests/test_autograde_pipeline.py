@@ -23,7 +23,7 @@ import nbformat
 import pytest
 
 import autograde  # noqa: E402
-from autograde import cli, sandbox  # noqa: E402
+from autograde import cli, cluster, sandbox  # noqa: E402
 from autograde.options import RunOptions  # noqa: E402
 
 import kit
@@ -272,9 +272,10 @@ def test_a_local_cluster_leaves_each_later_hand_in_its_share_of_the_cores(monkey
     """Dask's nanny writes OMP_NUM_THREADS=1 into the environment of the process that starts a LocalCluster;
     it must not, or every later run of that process (a benchmark, a script grading lab after lab) would take it
     for the instructor's setting and give each hand-in one thread on a machine whose cores sit idle."""
+    from autograde import options as run_options
     from autograde.cluster import open_client
 
-    if (os.cpu_count() or 1) < 2:
+    if run_options.usable_cores() < 2:
         pytest.skip("one core: one thread per hand-in is right anyway")
     threads = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
     for var in threads:  # as an instructor's shell has them (the test suite sets them for its own processes)
@@ -283,7 +284,20 @@ def test_a_local_cluster_leaves_each_later_hand_in_its_share_of_the_cores(monkey
         assert client.submit(os.getpid, pure=False).result() != os.getpid()  # a worker process was started
     assert not [var for var in threads if var in os.environ], {v: os.environ[v] for v in threads if v in os.environ}
     later = RunOptions.build(autograde.Course(kit.REPO), workers=1).env()
-    assert later["OMP_NUM_THREADS"] == later["MKL_NUM_THREADS"] == str(os.cpu_count())
+    assert later["OMP_NUM_THREADS"] == later["MKL_NUM_THREADS"] == str(run_options.usable_cores())
+
+
+def test_the_local_share_counts_only_the_cores_this_process_may_use():
+    """A container or a Slurm job may pin the grader to fewer cores than the machine has: the default workers and each
+    hand-in's threads come from those cores (the CPU affinity), not from every core the machine has."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores to pin the grader to one")
+    script = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+              "import autograde\nfrom autograde.options import RunOptions\n"
+              "print(RunOptions.build(autograde.Course(autograde.REPO), workers=1).threads)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=autograde.tool_env(),
+                         check=True)
+    assert out.stdout.split() == ["1"], out.stdout + out.stderr
 
 
 def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
@@ -296,7 +310,7 @@ def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
     dask_cli = [str(Path(sys.executable).parent / "dask")]
     scheduler = subprocess.Popen([*dask_cli, "scheduler", "--scheduler-file", str(address_file), "--port", "0",
                                   "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
+    worker = rogue = None
     try:
         deadline = time.monotonic() + 60
         while not address_file.is_file() and time.monotonic() < deadline:
@@ -314,11 +328,55 @@ def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
         report = max((toy.config_dir / "reports").glob("autograde-*.csv"))
         threads = {row["student"]: row["threads"] for row in csv.DictReader(report.open())}
         assert threads == {s: str(len(os.sched_getaffinity(0))) for s in students}, threads
+
+        # A second worker with other kit code (a machine not updated): the run refuses before grading anything.
+        other = tmp_path / "other-kit"
+        for name, folder in cluster.PACKAGES.items():
+            shutil.copytree(folder, other / name, ignore=shutil.ignore_patterns("__pycache__"))
+        with (other / "autograde" / "options.py").open("a") as f:
+            f.write("# a later version\n")
+        rogue = subprocess.Popen([*dask_cli, "worker", "--scheduler-file", str(address_file), "--nthreads", "1",
+                                  "--no-dashboard", "--no-nanny", "--name", "rogue"], env=env | {"PYTHONPATH": str(other)},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+            rogue_address = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "rogue")
+        out = run_cli(toy, "autograde", "--mode", "smoke", "--scheduler", address, "--force")
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "1 of the cluster's 2 worker(s) run other course-kit code" in out.stderr, out.stderr
+        assert f"{rogue_address}: imported " in out.stderr and "nothing was graded" in out.stderr, out.stderr
+        recorded_once(toy, students)  # the grades of the first run are as they were
     finally:
-        for proc in (worker, scheduler):
+        for proc in (rogue, worker, scheduler):
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+def test_a_task_on_a_worker_with_other_kit_code_grades_nothing(tmp_path, monkeypatch):
+    """The client's kit code travels with each task: a worker that imported other code, or whose code on disk (what
+    its nbgrader processes import) changed during the run, refuses the hand-in at once with an error row that says
+    why, and the hand-in stays ungraded, to be graded again."""
+    from autograde import record, worker
+    from autograde.options import Job
+
+    opts = replace(RunOptions.build(autograde.Course(kit.REPO), workers=1), code=cluster.LOADED)
+    cluster.check_task(opts.code)  # the same code: graded
+    with pytest.raises(autograde.GradingError, match=r"other course-kit code .* than the run's client \(0{12}\)") as exc:
+        worker.grade_task(Job(LAB, "s0"), replace(opts, code="0" * 12))
+    row = record.lost(LAB, "s0", exc.value)
+    assert row.status == "error" and "install the same kit on every grading machine" in row.problem, row.problem
+
+    copy_of_kit = {name: shutil.copytree(folder, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+                   for name, folder in cluster.PACKAGES.items()}
+    monkeypatch.setattr(cluster, "PACKAGES", copy_of_kit)
+    cluster.check_task(opts.code)  # the same files elsewhere
+    with (tmp_path / "course_utils" / "grading.py").open("a") as f:
+        f.write("# edited while a run grades\n")
+    with pytest.raises(autograde.GradingError, match=f"imported {cluster.LOADED}, on disk (?!{cluster.LOADED})"):
+        cluster.check_task(opts.code)
 
 
 def test_each_worker_machine_shares_its_own_cores(monkeypatch):
