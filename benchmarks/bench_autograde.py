@@ -90,6 +90,12 @@ def grade(course: autograde.Course, lab: str, students: list[str], workers: int,
     bad = [r for r in results if r.status != "graded"]
     if bad:
         raise SystemExit(f"{lab}: {len(bad)} submission(s) did not grade: {bad[0].message}")
+    # Re-trained, the solution must pass every score the grader recomputes, or the figures time a broken run
+    # (handed-in weights are barely trained on purpose: their accuracy items fail, which costs the same).
+    failed = [row for r in results for row in r.outside if not row["passed"]] if not handed_in else []
+    if failed:
+        raise SystemExit(f"{lab}: the solution failed a score the grader recomputes ({failed[0]['label']}: "
+                         f"{failed[0]['value']}; {failed[0]['message']})")
     return seconds, cpu, results
 
 
@@ -139,7 +145,8 @@ def main() -> int:
             peak_text = "–" if peak is None else f"{peak / 1e9:.2f}"
             rows.append((lab, seconds, part(results, "nbgrader"), part(results, "scoring"), part(results, "merge"),
                          cpu, peak_text))
-            print(f"{lab}: {seconds:.1f} s alone ({cpu:.1f} CPU s, peak memory {peak_text} GB)", flush=True)
+            print(f"{lab}: {seconds:.1f} s alone ({cpu:.1f} CPU s, peak memory {peak_text} GB; {results[0].score:g} of "
+                  f"{results[0].max_score:g} points before manual grading)", flush=True)
             for workers in counts if args.batch and lab != kit.TOY_LAB else []:
                 students = [f"s{i:03d}" for i in range(args.batch)]
                 seconds, cpu, _ = grade(course, lab, students, workers, mode, args.handed_in)
