@@ -81,16 +81,17 @@ def check_workers(client) -> None:
         raise GradingError(f"the course kit's code changed on disk (now {here['kit on disk']}) since this process "
                            f"imported it ({here['kit']}): start the grading command again")
     theirs = client.run(versions, on_error="return")  # a worker too old to have versions() answers an error
-    other = {addr: (f"imported {v['kit']}, on disk {v['kit on disk']}" if isinstance(v, dict)
+    other = {addr: (f"imported {v.get('kit')}, on disk {v.get('kit on disk')}" if isinstance(v, dict)
                     else f"no answer ({type(v).__name__}: {v})")
-             for addr, v in theirs.items() if not isinstance(v, dict) or {v["kit"], v["kit on disk"]} != {here["kit"]}}
+             for addr, v in theirs.items()
+             if not isinstance(v, dict) or {v.get("kit"), v.get("kit on disk")} != {here["kit"]}}
     if other:
         listed = "; ".join(f"{addr}: {code}" for addr, code in sorted(other.items()))
         raise GradingError(f"{len(other)} of the cluster's {len(theirs)} worker(s) run other course-kit code than "
                            f"this machine ({here['kit']}), so nothing was graded: {listed}. Install this version of "
                            "the kit on every grading machine and restart its workers (`dask worker ...`).")
     for name in ("python", *LIBRARIES):
-        if off := sorted(f"{addr} ({v[name]})" for addr, v in theirs.items() if v[name] != here[name]):
+        if off := sorted(f"{addr} ({v.get(name)})" for addr, v in theirs.items() if v.get(name) != here[name]):
             log.warning("%s %s here, but other versions on %s: scores may differ in their last digits",
                         name, here[name], ", ".join(off))
 

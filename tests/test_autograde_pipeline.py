@@ -336,8 +336,9 @@ def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
         with (other / "autograde" / "options.py").open("a") as f:
             f.write("# a later version\n")
         rogue = subprocess.Popen([*dask_cli, "worker", "--scheduler-file", str(address_file), "--nthreads", "1",
-                                  "--no-dashboard", "--no-nanny", "--name", "rogue"], env=env | {"PYTHONPATH": str(other)},
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  "--no-dashboard", "--no-nanny", "--name", "rogue"],
+                                 env=env | {"PYTHONPATH": str(other)}, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
         from distributed import Client
 
         with Client(address, timeout="30s") as client:
@@ -364,7 +365,8 @@ def test_a_task_on_a_worker_with_other_kit_code_grades_nothing(tmp_path, monkeyp
 
     opts = replace(RunOptions.build(autograde.Course(kit.REPO), workers=1), code=cluster.LOADED)
     cluster.check_task(opts.code)  # the same code: graded
-    with pytest.raises(autograde.GradingError, match=r"other course-kit code .* than the run's client \(0{12}\)") as exc:
+    refused = r"other course-kit code .* than the run's client \(0{12}\)"
+    with pytest.raises(autograde.GradingError, match=refused) as exc:
         worker.grade_task(Job(LAB, "s0"), replace(opts, code="0" * 12))
     row = record.lost(LAB, "s0", exc.value)
     assert row.status == "error" and "install the same kit on every grading machine" in row.problem, row.problem
