@@ -396,8 +396,10 @@ def check_grading(report: Report) -> None:
     missing = missing_extra(GRADING_EXTRA)
     if missing:
         report.warning(f"the grading packages {', '.join(missing)} are not installed", GRADING_INSTALL_FIX)
-    from autograde import sandbox
+    from autograde import cluster, sandbox
 
+    # Every machine of a Dask cluster must show the same: a worker with other kit code is refused.
+    report.add("kit code", f"{cluster.code_fingerprint()} (it must match on every machine that grades)")
     found = sandbox.support()
     report.add("grading", "sandboxed (bubblewrap" + (", memory and process limits)" if found.cgroups else
                                                      "; limits NOT enforced)")

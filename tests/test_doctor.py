@@ -259,12 +259,14 @@ def test_missing_grading_packages_are_named(monkeypatch):
 
 
 def test_grading_report_names_the_user_and_every_mount():
-    """``doctor --grading`` says who hand-ins run as and what they can read (from the sandbox's own lists)."""
-    from autograde import sandbox
+    """``doctor --grading`` says who hand-ins run as and what they can read (from the sandbox's own lists), and the
+    hash of the kit's code that every machine of a grading cluster must share."""
+    from autograde import cluster, sandbox
 
     report = doctor.Report()
     doctor.check_grading(report)
     facts = dict(report.facts)
+    assert facts["kit code"].startswith(f"{cluster.LOADED} "), facts["kit code"]
     if not sandbox.support().bwrap:
         assert "UNSANDBOXED" in facts["grading"]
         return
