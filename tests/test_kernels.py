@@ -138,7 +138,10 @@ def test_the_jupyter_servers_kernels_talk_over_them_and_survive_a_restart(tmp_pa
     def ask(connection_file: str) -> str:  # a client as the server's websocket bridge makes one: from the file
         client = BlockingKernelClient(connection_file=connection_file)
         client.load_connection_file()
-        client.start_channels()
+        # No heartbeat: a client without a kernel manager judges the kernel alive by it, and one reply later than
+        # 1 s (a busy 2-core CI machine) made wait_for_ready say "Kernel died" of a kernel that was starting. The
+        # kernel's answer within the timeout is the test; a dead kernel still fails it.
+        client.start_channels(hb=False)
         try:
             client.wait_for_ready(timeout=120)
             printed = []
