@@ -80,7 +80,8 @@ def parser() -> argparse.ArgumentParser:
     s = steps.add_parser("autograde", help="grade collected submissions in parallel, sandboxed")
     s.add_argument("labs", nargs="*", help="lab ids (default: all)")
     s.add_argument("--student", action="append", help="only this student (repeatable)")
-    s.add_argument("--workers", type=int, help="local worker processes (default: the CPU cores this process may use, at most 8)")
+    s.add_argument("--workers", type=int,
+                   help="local worker processes (default: the CPU cores this process may use, at most 8)")
     s.add_argument("--scheduler", metavar="ADDRESS", help="grade on a running Dask cluster (e.g. tcp://host:8786) "
                                                           "instead of local worker processes")
     s.add_argument("--force", action="store_true", help="regrade submissions graded before")

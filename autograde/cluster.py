@@ -99,8 +99,8 @@ def check_workers(client) -> None:
 def check_task(code: str) -> None:
     """Refuse to grade a hand-in in a worker whose kit code (imported, or on disk for the nbgrader processes it
     starts) is not the client's ``code``; nothing is recorded for it but an error row, so it can be graded again."""
-    if code and {LOADED, code_fingerprint()} != {code}:
-        raise GradingError(f"this worker runs other course-kit code (imported {LOADED}, on disk {code_fingerprint()}) "
+    if code and {LOADED, on_disk := code_fingerprint()} != {code}:
+        raise GradingError(f"this worker runs other course-kit code (imported {LOADED}, on disk {on_disk}) "
                            f"than the run's client ({code}): install the same kit on every grading machine, restart "
                            "its workers and grade this hand-in again")
 

@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import autograde
+from autograde.options import usable_cores
 from course_utils import leftovers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit: throwaway courses
@@ -114,7 +115,7 @@ def main() -> int:
 
     repo = autograde.Course(REPO)
     labs = repo.pick_labs(args.labs)
-    cores = os.cpu_count() or 1
+    cores = usable_cores()  # the default of `autograde --workers`, here the largest count measured
     mode = args.mode or repo.settings()["mode"]
     counts = sorted(set(args.workers or [1, 2, cores]))
     way = "handed-in weights" if args.handed_in else "re-training"
