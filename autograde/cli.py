@@ -90,9 +90,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", choices=MODES, help=f"run mode (default: {config.GRADING_MODE_VAR}, else "
                                                  f"{config.DEFAULT_MODE}; now {default.mode})")
     s.add_argument("--cell-timeout", type=int,
-                   help=f"seconds per cell (default: the mode's, {limits.cell_timeout} in {default.mode})")
+                   help=f"seconds per cell (default: the mode's, {limits.cell_timeout} in {default.mode}, "
+                        f"for a hand-in with {config.REFERENCE_THREADS} threads: twice that with one)")
     s.add_argument("--submission-timeout", type=float, help=f"seconds per submission (default: the mode's, "
-                                                            f"{limits.submission_timeout:.0f} in {default.mode})")
+                                                            f"{limits.submission_timeout:.0f} in {default.mode}, "
+                                                            "scaled like --cell-timeout's)")
     s.add_argument("--memory-limit", type=parse_size,
                    help=f"memory per submission, e.g. 6G (default: the mode's, {limits.memory_limit / (1 << 30):g} GiB "
                         f"in {default.mode})")

@@ -67,7 +67,9 @@ class RunOptions:
         limits = config.limits(mode or config.settings().mode)
         limits = replace(limits, cell_timeout=cell_timeout or limits.cell_timeout,
                          submission_timeout=submission_timeout or limits.submission_timeout,
-                         memory_limit=memory or limits.memory_limit, process_limit=processes or limits.process_limit)
+                         memory_limit=memory or limits.memory_limit, process_limit=processes or limits.process_limit,
+                         fixed=frozenset(name for name, given in (("cell_timeout", cell_timeout),
+                                                                 ("submission_timeout", submission_timeout)) if given))
         found = sandbox.support()
         if sandboxed and not found.bwrap:
             raise GradingError(f"--sandbox asked for, but {found.bwrap_problem}; `apt-get install bubblewrap`")
@@ -103,6 +105,12 @@ class RunOptions:
             env.update({HANDIN_VAR: "1", BATCHES_VAR: str(config.HANDIN_BATCHES)})
         return env
 
+    def hand_in_limits(self, env: dict[str, str]) -> config.Limits:
+        """The limits of a hand-in run in ``env`` (:meth:`env`): the time limits scaled for its threads
+        (:meth:`autograde.config.Limits.for_threads`)."""
+        threads = env.get("OMP_NUM_THREADS", "")
+        return self.limits.for_threads(int(threads) if threads.isdigit() else self.threads_here())
+
     def threads_here(self) -> int:
         """Threads for each hand-in graded on this machine: its cores shared by the hand-ins the cluster grades on
         it at once (:attr:`slots_by_host`, which the client reads from the scheduler), so a worker machine with
@@ -115,11 +123,13 @@ class RunOptions:
         return max(1, usable_cores() // slots)
 
     def nbgrader_args(self, lab: str, student: str, db: Path, autograded: Path | None = None,
-                      events: Path | None = None) -> list[str]:
-        """``nbgrader autograde`` for one hand-in against the private gradebook ``db``, in this run's mode;
-        the Execute step records its timeouts in ``events`` (:func:`autograde.execute.read_events`)."""
+                      events: Path | None = None, cell_timeout: int | None = None) -> list[str]:
+        """``nbgrader autograde`` for one hand-in against the private gradebook ``db``, in this run's mode, with
+        ``cell_timeout`` seconds per cell (default: the mode's); the Execute step records its timeouts in
+        ``events`` (:func:`autograde.execute.read_events`)."""
         args = [sys.executable, "-m", "nbgrader", "autograde", lab, "--student", student, "--force",
-                f"--CourseDirectory.db_url=sqlite:///{db}", f"--Execute.timeout={self.limits.cell_timeout}",
+                f"--CourseDirectory.db_url=sqlite:///{db}",
+                f"--Execute.timeout={cell_timeout or self.limits.cell_timeout}",
                 f"--GradingKernelManager.mode={self.mode}"]
         if events is not None:
             args.append(f"--GradingExecute.events_path={events}")
@@ -133,8 +143,13 @@ class RunOptions:
         how = f" from their handed-in weights ({audited} re-trained as an audit)" if self.handed_in else ""
         box = (f", {human_bytes(lim.memory_limit)} and {lim.process_limit} processes, sandboxed"
                if self.cgroups else (", sandboxed without limits" if self.sandbox else ""))
-        return (f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: "
-                f"{lim.cell_timeout} s per cell, {lim.submission_timeout:.0f} s per submission{box}")
+        env = self.env()
+        scaled = self.hand_in_limits(env)
+        times = (f"{lim.cell_timeout} s per cell, {lim.submission_timeout:.0f} s per submission" if scaled == lim else
+                 f"{scaled.cell_timeout} s per cell, {scaled.submission_timeout:.0f} s per submission (the mode's "
+                 f"{lim.cell_timeout} s and {lim.submission_timeout:.0f} s are for {config.REFERENCE_THREADS} threads; "
+                 f"each hand-in here has {env['OMP_NUM_THREADS']})")
+        return f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: {times}{box}"
 
 
 def usable_cores() -> int:

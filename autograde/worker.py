@@ -25,7 +25,7 @@ from nbformat import NotebookNode
 
 from course_utils import leftovers
 
-from . import audit, cgroups, execute, gradebook, publish, sandbox, scorer
+from . import audit, cgroups, config, execute, gradebook, publish, sandbox, scorer
 from .cluster import check_task
 from .collect import readable
 from .config import SCORER_TIMEOUT
@@ -177,18 +177,18 @@ def _score_outside(options: RunOptions, job: Job, work: Path, cgroup: cgroups.Cg
 
 # --------------------------------------------------------------------------- one outcome each
 
-def _stopped(result: Result, options: RunOptions, graded: Path) -> None:
+def _stopped(result: Result, lim: config.Limits, graded: Path) -> None:
     """nbgrader ran past the limit for a whole submission."""
     shutil.rmtree(graded.parent, ignore_errors=True)
-    result.fail(f"stopped after {options.limits.submission_timeout:.0f} s, the limit for one whole submission: "
+    result.fail(f"stopped after {lim.submission_timeout:.0f} s, the limit for one whole submission: "
                 f"too slow in this mode, or stuck; look at it by hand or raise --submission-timeout")
 
 
-def _crashed(result: Result, options: RunOptions, breaches: list[str], events: list[dict]) -> None:
+def _crashed(result: Result, lim: config.Limits, breaches: list[str], events: list[dict]) -> None:
     """nbgrader itself failed (not one of the notebook's cells): nothing was saved. ``events``: what its
     Execute step recorded (:func:`autograde.execute.read_events`); the log is only quoted."""
     if stuck := execute.ignored_interrupt(events):
-        why = (f"{stuck} ran past the {options.limits.cell_timeout} s limit and went on running after the "
+        why = (f"{stuck} ran past the {lim.cell_timeout} s limit and went on running after the "
                f"interrupt (it ignores interrupts or hangs in native code); look at it by hand")
     else:
         why = f"nbgrader failed: {_error_line(Path(result.log).read_text())}"
@@ -240,11 +240,13 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
     for folder in work_folders(work).values():
         folder.mkdir(parents=True, exist_ok=True)
     gradebook.copy_db(options.db, work / "gradebook.db")
-    lim = options.limits
+    env = options.env(quick=quick)
+    result.threads = int(env["OMP_NUM_THREADS"]) if env["OMP_NUM_THREADS"].isdigit() else None
+    lim = options.hand_in_limits(env)
     autograded = work / "autograded" if audit_run else options.autograded
     events = work / "events.jsonl"
     cmd = options.nbgrader_args(job.lab, job.student, work / "gradebook.db", autograded if audit_run else None,
-                                events=events)
+                                events=events, cell_timeout=lim.cell_timeout)
     cgroup: cgroups.Cgroup | None = None
     scratch: Path | None = None
     try:
@@ -253,8 +255,6 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         if options.sandbox:
             scratch = sandbox.new_scratch()
         plan = sandbox.kernel_plan(work, cgroup.procs_files if cgroup else [], scratch)
-        env = options.env(quick=quick)
-        result.threads = int(env["OMP_NUM_THREADS"]) if env["OMP_NUM_THREADS"].isdigit() else None
         with open(result.log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=options.config_dir, stdout=out, stderr=subprocess.STDOUT, text=True,
                                     env=dict(env, **{sandbox.SANDBOX_VAR: plan}),
@@ -264,9 +264,9 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         breaches = cgroup.breaches() if cgroup else []
         graded = autograded / job.student / job.lab / f"{job.lab}.ipynb"
         if code is None:
-            _stopped(result, options, graded)
+            _stopped(result, lim, graded)
         elif code != 0:
-            _crashed(result, options, breaches, execute.read_events(events))
+            _crashed(result, lim, breaches, execute.read_events(events))
         else:
             _graded(result, options, job, work, graded, breaches, cgroup, scratch)
         result.seconds = time.perf_counter() - start

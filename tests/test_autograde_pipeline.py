@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -379,6 +380,79 @@ def test_a_task_on_a_worker_with_other_kit_code_grades_nothing(tmp_path, monkeyp
         f.write("# edited while a run grades\n")
     with pytest.raises(autograde.GradingError, match=f"imported {cluster.LOADED}, on disk (?!{cluster.LOADED})"):
         cluster.check_task(opts.code)
+
+
+class _AnsweringClient:
+    """A stand-in for a ``distributed.Client``: each worker's answer to ``client.run(versions)`` as given."""
+
+    def __init__(self, answers: dict):
+        self.answers = answers
+
+    def run(self, function, on_error="raise"):
+        assert function is cluster.versions and on_error == "return"
+        return self.answers
+
+
+def test_other_library_versions_on_a_worker_warn_but_grade(caplog):
+    """Same kit code, another torch or nbconvert on one worker: grading goes on (scores may differ in their last
+    digits), and the warning names the library, this machine's version, the worker and its version."""
+    here = cluster.versions()
+    odd = here | {"torch": "2.13.0", "nbconvert": "not installed"}
+    answers = {"tcp://10.0.0.5:4001": here, "tcp://10.0.0.6:4001": odd}
+    with caplog.at_level(logging.WARNING, logger="autograde.cluster"):
+        cluster.check_workers(_AnsweringClient(answers))
+    warned = sorted(r.getMessage() for r in caplog.records if r.name == "autograde.cluster")
+    assert warned == [f"nbconvert {here['nbconvert']} here, but other versions on tcp://10.0.0.6:4001 (not installed): "
+                      "scores may differ in their last digits",
+                      f"torch {here['torch']} here, but other versions on tcp://10.0.0.6:4001 (2.13.0): scores may "
+                      "differ in their last digits"], warned
+    caplog.clear()
+    cluster.check_workers(_AnsweringClient({"tcp://10.0.0.5:4001": here}))  # all alike: nothing to say
+    assert not [r for r in caplog.records if r.name == "autograde.cluster"]
+    with pytest.raises(autograde.GradingError, match=r"1 of the cluster's 2 worker\(s\).*10\.0\.0\.6:4001: no answer"):
+        cluster.check_workers(_AnsweringClient({"tcp://10.0.0.5:4001": here,
+                                                "tcp://10.0.0.6:4001": AttributeError("no versions")}))
+
+
+def test_time_limits_grow_for_a_hand_in_with_fewer_threads():
+    """The mode's time limits are for a hand-in with two threads; one thread doubles them, more change nothing,
+    and a limit the instructor set is kept as set."""
+    from autograde import config
+
+    for mode in config.MODES:
+        base = config.limits(mode)
+        assert base.for_threads(2) == base.for_threads(16) == base
+        one = base.for_threads(1)
+        assert (one.cell_timeout, one.submission_timeout) == (2 * base.cell_timeout, 2 * base.submission_timeout)
+        assert (one.memory_limit, one.process_limit) == (base.memory_limit, base.process_limit)
+    opts = RunOptions.build(autograde.Course(kit.REPO), mode="laptop", cell_timeout=100)
+    assert opts.hand_in_limits({"OMP_NUM_THREADS": "1"}).cell_timeout == 100
+    assert opts.hand_in_limits({"OMP_NUM_THREADS": "1"}).submission_timeout == 7200
+
+
+def test_a_hand_in_with_one_thread_gets_the_longer_cell_limit(toy, monkeypatch, caplog):
+    """End to end: with the mode's cell limit at 3 s and one thread per hand-in (the instructor's OMP_NUM_THREADS),
+    a cell of 4.5 s keeps its point (its limit is 6 s) and a cell of 9 s is stopped; the run's log says so."""
+    from autograde import config, release
+
+    monkeypatch.setitem(config.TIME_LIMITS, "smoke", (3, 120))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    release.generate(toy, [LAB])
+    source, released = kit.notebooks(toy, LAB)
+    solved = kit.solved(released, source)
+    inbox = toy.root / "inbox"
+    for student, seconds in (("slow", 4.5), ("slower", 9)):
+        kit.hand_in(inbox, student, LAB, kit.fill(solved, {
+            "double": f"import time\ntime.sleep({seconds})\ndef double(x):\n    return 2 * x"}))
+    autograde.collect(toy, inbox)
+    with caplog.at_level(logging.INFO, logger="autograde.pipeline"):
+        autograde.autograde(toy, [LAB], mode="smoke", workers=1)
+    logged = [r.getMessage() for r in caplog.records]
+    assert kit.item_scores(toy, LAB, "slow") == {"test_double": (1, 1), "test_mean": (2, 2)}
+    assert kit.item_scores(toy, LAB, "slower") == {"test_double": (0, 1), "test_mean": (2, 2)}
+    assert "CellTimeoutError" in kit.cell_errors(toy, LAB, "slower")["double"]
+    assert any("limits: 6 s per cell, 240 s per submission (the mode's 3 s and 120 s are for 2 threads; "
+               "each hand-in here has 1)" in line for line in logged), logged
 
 
 def test_each_worker_machine_shares_its_own_cores(monkeypatch):
