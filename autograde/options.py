@@ -152,6 +152,11 @@ class RunOptions:
         return f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: {times}{box}"
 
 
+def default_workers() -> int:
+    """Hand-ins a local run grades at once unless told: one per usable core, at most 8."""
+    return min(usable_cores(), 8)
+
+
 def usable_cores() -> int:
     """The cores this process may run on: its CPU affinity (a container's or a Slurm job's share), else all."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

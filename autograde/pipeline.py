@@ -25,7 +25,7 @@ from course_utils import leftovers
 
 from . import record, sandbox, term
 from .course import Course
-from .options import Job, RunOptions, slots_by_host, usable_cores
+from .options import Job, RunOptions, default_workers, slots_by_host
 from .worker import Result, grade_task
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
     with each notebook (a quick re-run); ``audit_share`` of them (a fraction, or a count per lab) are
     re-trained as well, chosen at random (``audit_seed``), and differences are flagged.
     """
-    workers = max(1, workers or min(usable_cores(), 8))
+    workers = max(1, workers or default_workers())
     options = RunOptions.build(course, mode=mode, cell_timeout=cell_timeout, submission_timeout=submission_timeout,
                                sandboxed=sandboxed, memory=memory, processes=processes, workers=workers,
                                handed_in=handed_in, audit_share=audit_share, audit_seed=audit_seed)

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import autograde
-from autograde.options import usable_cores
+from autograde.options import default_workers, usable_cores
 from course_utils import leftovers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test kit: throwaway courses
@@ -109,15 +109,15 @@ def main() -> int:
     parser.add_argument("--mode", choices=("smoke", "laptop", "full"), help="grading mode (default: the config's)")
     parser.add_argument("--labs", nargs="*", help="labs to measure (default: all)")
     parser.add_argument("--batch", type=int, default=4, help="submissions per batch (0 skips the batches)")
-    parser.add_argument("--workers", type=int, nargs="*", help="worker counts for the batches (default: 1 2 N)")
+    parser.add_argument("--workers", type=int, nargs="*", help="worker counts for the batches (default: 1, 2 and autograde's default)")
     parser.add_argument("--handed-in", action="store_true", help="grade handed-in weights (the cheap way)")
     args = parser.parse_args()
 
     repo = autograde.Course(REPO)
     labs = repo.pick_labs(args.labs)
-    cores = usable_cores()  # the default of `autograde --workers`, here the largest count measured
+    cores = usable_cores()
     mode = args.mode or repo.settings()["mode"]
-    counts = sorted(set(args.workers or [1, 2, cores]))
+    counts = sorted(set(args.workers or [1, 2, default_workers()]))  # the last: `autograde`'s default
     way = "handed-in weights" if args.handed_in else "re-training"
     counting = count_cpu()
     print(f"# bench_autograde: {way}, mode {mode}, {cores} CPU cores, {platform.processor() or platform.machine()}, "

@@ -396,10 +396,25 @@ def check_grading(report: Report) -> None:
     missing = missing_extra(GRADING_EXTRA)
     if missing:
         report.warning(f"the grading packages {', '.join(missing)} are not installed", GRADING_INSTALL_FIX)
-    from autograde import cluster, sandbox
+    from autograde import cluster, config, options, sandbox
 
     # Every machine of a Dask cluster must show the same: a worker with other kit code is refused.
     report.add("kit code", f"{cluster.code_fingerprint()} (it must match on every machine that grades)")
+    try:
+        mode = config.settings().mode
+    except config.SettingError as exc:
+        report.problem(str(exc), f"`export {config.GRADING_MODE_VAR}={config.DEFAULT_MODE}` (or another mode), "
+                                 f"or `unset {config.GRADING_MODE_VAR}`")
+    else:
+        workers = options.default_workers()
+        threads = max(1, options.usable_cores() // workers)
+        lim = config.limits(mode).for_threads(threads)
+        how = f"set by {config.GRADING_MODE_VAR}" if os.environ.get(config.GRADING_MODE_VAR, "").strip() \
+            else "the default"
+        report.add("grading limits", f"{mode} mode ({how}); by default {workers} hand-in(s) at "
+                                     f"once here, {threads} thread(s) each: {lim.cell_timeout} s per cell, "
+                                     f"{lim.submission_timeout:.0f} s per submission, "
+                                     f"{lim.memory_limit / (1 << 30):g} GiB, {lim.process_limit} processes")
     found = sandbox.support()
     report.add("grading", "sandboxed (bubblewrap" + (", memory and process limits)" if found.cgroups else
                                                      "; limits NOT enforced)")

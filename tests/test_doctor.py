@@ -258,6 +258,31 @@ def test_missing_grading_packages_are_named(monkeypatch):
     assert doctor.missing_extra("grading") == ["no-such-package-xyz"]
 
 
+@pytest.mark.parametrize("cores, line", [
+    (2, "laptop mode (the default); by default 2 hand-in(s) at once here, 1 thread(s) each: 5400 s per cell, "
+        "7200 s per submission, 6 GiB, 256 processes"),
+    (4, "laptop mode (the default); by default 4 hand-in(s) at once here, 1 thread(s) each: 5400 s per cell, "
+        "7200 s per submission, 6 GiB, 256 processes"),
+    (32, "laptop mode (the default); by default 8 hand-in(s) at once here, 4 thread(s) each: 2700 s per cell, "
+         "3600 s per submission, 6 GiB, 256 processes")])
+def test_grading_report_states_the_limits_a_hand_in_gets_here(monkeypatch, cores, line):
+    """An instructor sees before grading what each hand-in gets on this machine by default: the time limits are
+    for two threads, and a hand-in with one (one per core) gets twice the time; a bad grading mode is a problem."""
+    from autograde import options
+
+    monkeypatch.delenv("COURSE_GRADING_MODE", raising=False)
+    monkeypatch.setattr(options, "usable_cores", lambda: cores)
+    report = doctor.Report()
+    doctor.check_grading(report)
+    assert dict(report.facts)["grading limits"] == line
+    monkeypatch.setenv("COURSE_GRADING_MODE", "fast")
+    report = doctor.Report()
+    doctor.check_grading(report)
+    problems = [f for f in report.findings if f.level == "problem"]
+    assert "grading limits" not in dict(report.facts)
+    assert problems and "COURSE_GRADING_MODE='fast' is not a run mode" in problems[0].what, report.render()
+
+
 def test_grading_report_names_the_user_and_every_mount():
     """``doctor --grading`` says who hand-ins run as and what they can read (from the sandbox's own lists), and the
     hash of the kit's code that every machine of a grading cluster must share."""
