@@ -137,18 +137,24 @@ class RunOptions:
             args.append(f"--CourseDirectory.autograded_directory={autograded}")
         return args
 
-    def describe(self, jobs: int, audited: int, where: str) -> str:
-        """One line for the log: what this run grades, where, in which mode, with which limits."""
+    def describe(self, jobs: int, audited: int, where: str, *, local: bool = True) -> str:
+        """One line for the log: what this run grades, where, in which mode, with which limits (``local``: the
+        hand-ins are graded on this machine, whose threads per hand-in are known here)."""
         lim = self.limits
         how = f" from their handed-in weights ({audited} re-trained as an audit)" if self.handed_in else ""
         box = (f", {human_bytes(lim.memory_limit)} and {lim.process_limit} processes, sandboxed"
                if self.cgroups else (", sandboxed without limits" if self.sandbox else ""))
         env = self.env()
-        scaled = self.hand_in_limits(env)
-        times = (f"{lim.cell_timeout} s per cell, {lim.submission_timeout:.0f} s per submission" if scaled == lim else
-                 f"{scaled.cell_timeout} s per cell, {scaled.submission_timeout:.0f} s per submission (the mode's "
-                 f"{lim.cell_timeout} s and {lim.submission_timeout:.0f} s are for {config.REFERENCE_THREADS} threads; "
-                 f"each hand-in here has {env['OMP_NUM_THREADS']})")
+        known = local or "OMP_NUM_THREADS" in self.passed_env  # else each worker machine has its own share
+        scaled = self.hand_in_limits(env) if known else lim.for_threads(1)
+        times = f"{lim.cell_timeout} s per cell, {lim.submission_timeout:.0f} s per submission"
+        if scaled != lim and known:
+            times = (f"{scaled.cell_timeout} s per cell, {scaled.submission_timeout:.0f} s per submission (the "
+                     f"mode's {lim.cell_timeout} s and {lim.submission_timeout:.0f} s are for "
+                     f"{config.REFERENCE_THREADS} threads; each hand-in {'here ' if local else ''}has "
+                     f"{env['OMP_NUM_THREADS']})")
+        elif scaled != lim:
+            times += f" with {config.REFERENCE_THREADS} threads or more, twice that where a worker gives a hand-in one"
         return f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: {times}{box}"
 
 

@@ -71,7 +71,7 @@ def run(course: Course, options: RunOptions, labs: list[str] | None = None, *, s
     if not options.sandbox and not any("UNSANDBOXED" in w for w in warnings):
         log.warning("UNSANDBOXED: submissions run with the grader's rights")
     where = f"the cluster at {scheduler}" if scheduler else f"{workers} process(es)"
-    log.info(options.describe(len(jobs), sum(job.audited for job in jobs), where))
+    log.info(options.describe(len(jobs), sum(job.audited for job in jobs), where, local=not scheduler))
     results: list[Result] = []
     try:
         if jobs:

@@ -325,6 +325,9 @@ def test_grading_on_a_separately_started_dask_cluster(toy, tmp_path):
                       without=("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"with the cluster at {address}" in out.stdout
+        # Each worker machine has its own threads per hand-in, so the line gives the rule, not one machine's figure.
+        assert ("limits: 300 s per cell, 900 s per submission with 2 threads or more, twice that where a worker "
+                "gives a hand-in one") in out.stdout, out.stdout
         recorded_once(toy, students)
         report = max((toy.config_dir / "reports").glob("autograde-*.csv"))
         threads = {row["student"]: row["threads"] for row in csv.DictReader(report.open())}
