@@ -79,7 +79,7 @@ class RunOptions:
                    source=course.folder("source"), submitted=course.folder("submitted"),
                    autograded=course.folder("autograded"), db=course.db_path(), mode=limits.mode, limits=limits,
                    sandbox=use_bwrap, cgroups=use_bwrap and found.cgroups,
-                   threads=max(1, usable_cores() // max(1, workers)), handed_in=handed_in,
+                   threads=cores_per_hand_in(workers), handed_in=handed_in,
                    audit_share=audit_share, audit_seed=audit_seed,
                    passed_env={v: os.environ[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if v in os.environ})
 
@@ -120,7 +120,7 @@ class RunOptions:
         slots = self.slots_by_host.get(host) if host else None
         if not slots:
             return self.threads
-        return max(1, usable_cores() // slots)
+        return cores_per_hand_in(slots)
 
     def nbgrader_args(self, lab: str, student: str, db: Path, autograded: Path | None = None,
                       events: Path | None = None, cell_timeout: int | None = None) -> list[str]:
@@ -146,7 +146,7 @@ class RunOptions:
                if self.cgroups else (", sandboxed without limits" if self.sandbox else ""))
         env = self.env()
         known = local or "OMP_NUM_THREADS" in self.passed_env  # else each worker machine has its own share
-        scaled = self.hand_in_limits(env) if known else lim.for_threads(1)
+        scaled = self.hand_in_limits(env) if known else lim.for_threads(1)  # remote: would one thread change them?
         times = f"{lim.cell_timeout} s per cell, {lim.submission_timeout:.0f} s per submission"
         if scaled != lim and known:
             times = (f"{scaled.cell_timeout} s per cell, {scaled.submission_timeout:.0f} s per submission (the "
@@ -161,6 +161,11 @@ class RunOptions:
 def default_workers() -> int:
     """Hand-ins a local run grades at once unless told: one per usable core, at most 8."""
     return min(usable_cores(), 8)
+
+
+def cores_per_hand_in(at_once: int) -> int:
+    """Threads for each of ``at_once`` hand-ins graded at the same time on this machine: its usable cores shared."""
+    return max(1, usable_cores() // max(1, at_once))
 
 
 def usable_cores() -> int:

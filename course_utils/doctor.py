@@ -407,7 +407,8 @@ def check_grading(report: Report) -> None:
                                  f"or `unset {config.GRADING_MODE_VAR}`")
     else:
         workers = options.default_workers()
-        threads = max(1, options.usable_cores() // workers)
+        threads = os.environ.get("OMP_NUM_THREADS", "")  # the instructor's setting wins, as when grading
+        threads = int(threads) if threads.isdigit() else options.cores_per_hand_in(workers)
         lim = config.limits(mode).for_threads(threads)
         how = f"set by {config.GRADING_MODE_VAR}" if os.environ.get(config.GRADING_MODE_VAR, "").strip() \
             else "the default"

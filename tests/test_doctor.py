@@ -270,11 +270,16 @@ def test_grading_report_states_the_limits_a_hand_in_gets_here(monkeypatch, cores
     for two threads, and a hand-in with one (one per core) gets twice the time; a bad grading mode is a problem."""
     from autograde import options
 
-    monkeypatch.delenv("COURSE_GRADING_MODE", raising=False)
+    for var in ("COURSE_GRADING_MODE", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(options, "usable_cores", lambda: cores)
     report = doctor.Report()
     doctor.check_grading(report)
     assert dict(report.facts)["grading limits"] == line
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the instructor's own setting: every hand-in gets two threads
+    report = doctor.Report()
+    doctor.check_grading(report)
+    assert "2 thread(s) each: 2700 s per cell, 3600 s per submission" in dict(report.facts)["grading limits"]
     monkeypatch.setenv("COURSE_GRADING_MODE", "fast")
     report = doctor.Report()
     doctor.check_grading(report)
