@@ -63,6 +63,11 @@ def ignored_interrupt(events: list[dict]) -> str | None:
     return next((str(e.get("cell", "a cell")) for e in events if e.get("event") == "stuck"), None)
 
 
+def timed_out(events: list[dict]) -> list[str]:
+    """The cells stopped at the time limit per cell (interrupted; the notebook went on after them)."""
+    return [str(e.get("cell", "a cell")) for e in events if e.get("event") == "timeout"]
+
+
 def _where(cell: NotebookNode, index: int) -> str:
     gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
     return f"cell {index}" + (f" ({gid})" if gid else "")

@@ -196,14 +196,19 @@ def _crashed(result: Result, lim: config.Limits, breaches: list[str], events: li
 
 
 def _graded(result: Result, options: RunOptions, job: Job, work: Path, graded: Path, breaches: list[str],
-            cgroup: cgroups.Cgroup | None, scratch: Path | None) -> None:
-    """nbgrader saved grades: note what the graded notebook says happened, then score the models outside."""
+            cgroup: cgroups.Cgroup | None, scratch: Path | None, lim: config.Limits, events: list[dict]) -> None:
+    """nbgrader saved grades: note what the graded notebook and the Execute step's ``events`` say happened, then
+    score the models outside."""
     result.db = work / "gradebook.db"
     notebook = nbformat.read(graded, as_version=4)
     died, tampered = _findings(notebook)
     if breaches or died:
         result.fail("; ".join(breaches) if breaches else f"the kernel died in {died}")
         result.notes.append("the tests before that keep their points, the rest score 0")
+    if stopped := execute.timed_out(events):
+        result.notes.append(f"{', '.join(stopped)} stopped at the limit of {lim.cell_timeout} s per cell (the tests "
+                            "that need it fail); if the hand-in is only slow on this machine, grade it again with "
+                            "a higher --cell-timeout")
     if tampered:
         result.notes.append(f"grading helpers altered in the kernel, affected tests score 0 ({tampered[0][:300]})")
     if marked := publish.marker_cells(notebook):
@@ -268,7 +273,7 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         elif code != 0:
             _crashed(result, lim, breaches, execute.read_events(events))
         else:
-            _graded(result, options, job, work, graded, breaches, cgroup, scratch)
+            _graded(result, options, job, work, graded, breaches, cgroup, scratch, lim, execute.read_events(events))
         result.seconds = time.perf_counter() - start
     finally:
         if cgroup is not None:

@@ -104,6 +104,8 @@ def test_broken_last_todo_costs_only_what_depends_on_it(batch, student):
 def test_endless_loop_is_interrupted_by_the_cell_timeout(batch):
     last = [kit.grade_id(c) for c in batch.release.cells if kit.is_todo(c)][-1]
     assert "CellTimeoutError" in kit.cell_errors(batch.course, LAB, "c_loops").get(last, ""), batch.explain("c_loops")
+    note = f"{last} stopped at the limit of {CELL_TIMEOUT} s per cell"  # the class report's note for the instructor
+    assert note in batch.results["c_loops"].message, batch.results["c_loops"].message
 
 
 def test_hardcoded_accuracy_earns_nothing(batch):

@@ -115,6 +115,7 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     assert rows["ivan"]["status"] == "error" and "kernel died in mean" in rows["ivan"]["message"]
     assert rows["carol"]["status"] == "error" and "not valid JSON" in rows["carol"]["message"]
     assert rows["dave"]["status"] == "error" and "stopped after 45 s" in rows["dave"]["message"]
+    assert rows["frank"]["status"] == "graded" and "double stopped at the limit of 10 s per cell" in rows["frank"]["message"]
     assert rows["hank"]["status"] == "error" and "went on running after the interrupt" in rows["hank"]["message"]
     assert not (course.folder("autograded") / "dave" / LAB).exists()
     with pytest.raises(Exception, match="No such submitted notebook"):
@@ -449,8 +450,12 @@ def test_a_hand_in_with_one_thread_gets_the_longer_cell_limit(toy, monkeypatch, 
             "double": f"import time\ntime.sleep({seconds})\ndef double(x):\n    return 2 * x"}))
     autograde.collect(toy, inbox)
     with caplog.at_level(logging.INFO, logger="autograde.pipeline"):
-        autograde.autograde(toy, [LAB], mode="smoke", workers=1)
+        results = {r.student: r for r in autograde.autograde(toy, [LAB], mode="smoke", workers=1)}
     logged = [r.getMessage() for r in caplog.records]
+    # The class report's notes tell the instructor which cell was stopped, at which limit, and what to do.
+    assert results["slower"].status == "graded" and not results["slow"].message, results["slow"].message
+    assert ("double stopped at the limit of 6 s per cell (the tests that need it fail); if the hand-in is only slow "
+            "on this machine, grade it again with a higher --cell-timeout") in results["slower"].message
     assert kit.item_scores(toy, LAB, "slow") == {"test_double": (1, 1), "test_mean": (2, 2)}
     assert kit.item_scores(toy, LAB, "slower") == {"test_double": (0, 1), "test_mean": (2, 2)}
     assert "CellTimeoutError" in kit.cell_errors(toy, LAB, "slower")["double"]
