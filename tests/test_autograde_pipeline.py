@@ -115,7 +115,8 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     assert rows["ivan"]["status"] == "error" and "kernel died in mean" in rows["ivan"]["message"]
     assert rows["carol"]["status"] == "error" and "not valid JSON" in rows["carol"]["message"]
     assert rows["dave"]["status"] == "error" and "stopped after 45 s" in rows["dave"]["message"]
-    assert rows["frank"]["status"] == "graded" and "double stopped at the limit of 10 s per cell" in rows["frank"]["message"]
+    assert rows["frank"]["status"] == "graded"
+    assert "double stopped at the limit of 10 s per cell" in rows["frank"]["message"], rows["frank"]["message"]
     assert rows["hank"]["status"] == "error" and "went on running after the interrupt" in rows["hank"]["message"]
     assert not (course.folder("autograded") / "dave" / LAB).exists()
     with pytest.raises(Exception, match="No such submitted notebook"):
