@@ -51,12 +51,29 @@ def record(options: RunOptions, result: Result, tmp: Path) -> None:
         log.warning("%s: %s's result is not in the class state: %s", result.lab, result.student, exc)
 
 
+def time_limit_warnings(results: list[Result]) -> list[str]:
+    """One line per lab where at least half of this run's hand-ins (two or more) ran into a time limit: then the
+    limits are more likely too short for this machine than every student's code too slow."""
+    lines = []
+    for lab in sorted({r.lab for r in results}):
+        ran = [r for r in results if r.lab == lab]
+        limited = [r for r in ran if r.time_limited]
+        if len(limited) >= 2 and 2 * len(limited) >= len(ran):
+            kinds = " and ".join(sorted({f"the limit per {r.time_limited}" for r in limited}))
+            lines.append(f"{lab}: {len(limited)} of {len(ran)} hand-ins ran into {kinds}: the limits may be too "
+                         "short for this machine. Look at one of them by hand; if it is only slow, grade them again "
+                         "with a higher --cell-timeout (and --submission-timeout) and --force")
+    return lines
+
+
 def reports(course: Course, options: RunOptions, labs: list[str], results: list[Result]) -> None:
     """The run's CSV and each lab's HTML and CSV class report (with the identical handed-in weights, when
-    grading those)."""
+    grading those); a warning where many hand-ins of a lab ran into a time limit."""
     path = report.write_csv(options.config_dir / "reports", results)
     if path:
         log.info("report: %s", path)
+    for line in time_limit_warnings(results):
+        log.warning(line)
     for lab in labs:
         shared = audit.same_weights(options.submitted, lab) if options.handed_in else []
         for name, who in shared:

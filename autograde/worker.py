@@ -54,6 +54,7 @@ class Result:
     seconds: float = 0.0
     peak_memory: int | None = None  # bytes: the most the kernel, its children and the scorer held at once (cgroup)
     threads: int | None = None      # OMP/MKL threads its processes had (RunOptions.threads_here, or the instructor's)
+    time_limited: str = ""          # the time limit it ran into: "cell" (a cell was interrupted) or "submission"
     problem: str = ""
     notes: list[str] = field(default_factory=list)
     log: str = ""
@@ -180,6 +181,7 @@ def _score_outside(options: RunOptions, job: Job, work: Path, cgroup: cgroups.Cg
 def _stopped(result: Result, lim: config.Limits, graded: Path) -> None:
     """nbgrader ran past the limit for a whole submission."""
     shutil.rmtree(graded.parent, ignore_errors=True)
+    result.time_limited = "submission"
     result.fail(f"stopped after {lim.submission_timeout:.0f} s, the limit for one whole submission: "
                 f"too slow in this mode, or stuck; look at it by hand or raise --submission-timeout")
 
@@ -206,6 +208,7 @@ def _graded(result: Result, options: RunOptions, job: Job, work: Path, graded: P
         result.fail("; ".join(breaches) if breaches else f"the kernel died in {died}")
         result.notes.append("the tests before that keep their points, the rest score 0")
     if stopped := execute.timed_out(events):
+        result.time_limited = "cell"
         result.notes.append(f"{', '.join(stopped)} stopped at the limit of {lim.cell_timeout} s per cell (the tests "
                             "that need it fail); if the hand-in is only slow on this machine, grade it again with "
                             "a higher --cell-timeout")

@@ -450,9 +450,11 @@ def test_a_hand_in_with_one_thread_gets_the_longer_cell_limit(toy, monkeypatch, 
         kit.hand_in(inbox, student, LAB, kit.fill(solved, {
             "double": f"import time\ntime.sleep({seconds})\ndef double(x):\n    return 2 * x"}))
     autograde.collect(toy, inbox)
-    with caplog.at_level(logging.INFO, logger="autograde.pipeline"):
+    with caplog.at_level(logging.INFO, logger="autograde"):
         results = {r.student: r for r in autograde.autograde(toy, [LAB], mode="smoke", workers=1)}
     logged = [r.getMessage() for r in caplog.records]
+    assert (results["slow"].time_limited, results["slower"].time_limited) == ("", "cell")
+    assert not [line for line in logged if "ran into" in line], logged  # one hand-in of a lab: only its own note
     # The class report's notes tell the instructor which cell was stopped, at which limit, and what to do.
     assert results["slower"].status == "graded" and not results["slow"].message, results["slow"].message
     assert ("double stopped at the limit of 6 s per cell (the tests that need it fail); if the hand-in is only slow "
@@ -462,6 +464,23 @@ def test_a_hand_in_with_one_thread_gets_the_longer_cell_limit(toy, monkeypatch, 
     assert "CellTimeoutError" in kit.cell_errors(toy, LAB, "slower")["double"]
     assert any("limits: 6 s per cell, 240 s per submission (the mode's 3 s and 120 s are for 2 threads; "
                "each hand-in here has 1)" in line for line in logged), logged
+
+
+def test_a_lab_where_half_the_hand_ins_ran_into_a_time_limit_is_named_after_the_run():
+    """Many hand-ins of one lab stopped at a limit point at the machine, not the students: the run warns, once per
+    lab; a few looping hand-ins in a batch are only their own notes."""
+    from autograde import record
+    from autograde.worker import Result
+
+    def batch(lab: str, limited: list[str]) -> list[Result]:
+        return [Result(f"s{i}", lab, time_limited=kind) for i, kind in enumerate(limited)]
+
+    warned = record.time_limit_warnings(batch("lab5", ["cell", "cell", "submission", ""])
+                                        + batch("lab1", ["cell", "", "", "", ""]) + batch("lab2", ["cell"]))
+    assert warned == ["lab5: 3 of 4 hand-ins ran into the limit per cell and the limit per submission: the limits may "
+                      "be too short for this machine. Look at one of them by hand; if it is only slow, grade them "
+                      "again with a higher --cell-timeout (and --submission-timeout) and --force"], warned
+    assert record.time_limit_warnings(batch("lab1", ["cell", "cell", "", "", ""])) == []
 
 
 def test_each_worker_machine_shares_its_own_cores(monkeypatch):
