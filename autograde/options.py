@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -108,8 +109,8 @@ class RunOptions:
     def hand_in_limits(self, env: dict[str, str]) -> config.Limits:
         """The limits of a hand-in run in ``env`` (:meth:`env`): the time limits scaled for its threads
         (:meth:`autograde.config.Limits.for_threads`)."""
-        threads = env.get("OMP_NUM_THREADS", "")
-        return self.limits.for_threads(int(threads) if threads.isdigit() else self.threads_here())
+        threads = env_threads(env)
+        return self.limits.for_threads(self.threads_here() if threads is None else threads)
 
     def threads_here(self) -> int:
         """Threads for each hand-in graded on this machine: its cores shared by the hand-ins the cluster grades on
@@ -156,6 +157,12 @@ class RunOptions:
         elif scaled != lim:
             times += f" with {config.REFERENCE_THREADS} threads or more, twice that where a worker gives a hand-in one"
         return f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: {times}{box}"
+
+
+def env_threads(env: Mapping[str, str]) -> int | None:
+    """The threads ``OMP_NUM_THREADS`` in ``env`` gives a hand-in's processes; None where it names no number."""
+    value = env.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else None
 
 
 def default_workers() -> int:

@@ -32,7 +32,7 @@ from .config import SCORER_TIMEOUT
 from .course import GradingError
 from .execute import INTEGRITY_ERROR, KERNEL_DIED, error_output
 from .kernel import work_folders
-from .options import Job, RunOptions
+from .options import Job, RunOptions, env_threads
 
 DONE = "autograde finished:"  # last line of a submission's log once its result is recorded
 WORK_PREFIX = "coursekit-grading-"  # one grading task's work folder, in the temp folder
@@ -249,7 +249,7 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         folder.mkdir(parents=True, exist_ok=True)
     gradebook.copy_db(options.db, work / "gradebook.db")
     env = options.env(quick=quick)
-    result.threads = int(env["OMP_NUM_THREADS"]) if env["OMP_NUM_THREADS"].isdigit() else None
+    result.threads = env_threads(env)
     lim = options.hand_in_limits(env)
     autograded = work / "autograded" if audit_run else options.autograded
     events = work / "events.jsonl"

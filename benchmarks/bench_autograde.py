@@ -109,7 +109,8 @@ def main() -> int:
     parser.add_argument("--mode", choices=("smoke", "laptop", "full"), help="grading mode (default: the config's)")
     parser.add_argument("--labs", nargs="*", help="labs to measure (default: all)")
     parser.add_argument("--batch", type=int, default=4, help="submissions per batch (0 skips the batches)")
-    parser.add_argument("--workers", type=int, nargs="*", help="worker counts for the batches (default: 1, 2 and autograde's default)")
+    parser.add_argument("--workers", type=int, nargs="*",
+                        help="worker counts for the batches (default: 1, 2 and autograde's default)")
     parser.add_argument("--handed-in", action="store_true", help="grade handed-in weights (the cheap way)")
     args = parser.parse_args()
 

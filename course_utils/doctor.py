@@ -407,8 +407,8 @@ def check_grading(report: Report) -> None:
                                  f"or `unset {config.GRADING_MODE_VAR}`")
     else:
         workers = options.default_workers()
-        threads = os.environ.get("OMP_NUM_THREADS", "")  # the instructor's setting wins, as when grading
-        threads = int(threads) if threads.isdigit() else options.cores_per_hand_in(workers)
+        threads = options.env_threads(os.environ)  # the instructor's setting wins, as when grading
+        threads = options.cores_per_hand_in(workers) if threads is None else threads
         lim = config.limits(mode).for_threads(threads)
         how = f"set by {config.GRADING_MODE_VAR}" if os.environ.get(config.GRADING_MODE_VAR, "").strip() \
             else "the default"
