@@ -7,16 +7,19 @@ Layout (paths relative to the repository root):
   autograde/autograded/, autograde/feedback/   nbgrader's output (not in git)
   autograde/gradebook.db                       the gradebook (not in git)
 Grading mode and limits: autograde/config.py (COURSE_GRADING_MODE picks the default mode; `python -m
-autograde autograde` passes its run's mode and cell limit on nbgrader's command line).
+autograde autograde` passes its run's mode and each hand-in's cell limit on nbgrader's command line).
 """
 import os
 from pathlib import Path
 
-from autograde import config
+from autograde import config, options
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-GRADING = config.limits(config.settings().mode)
+# A plain `nbgrader autograde` grades one hand-in at a time with this machine's cores (or OMP_NUM_THREADS):
+# with fewer than config.REFERENCE_THREADS its kernel gets the longer limits the kit's own runs give it.
+GRADING = config.limits(config.settings().mode).for_threads(
+    options.env_threads(os.environ) or options.cores_per_hand_in(1))
 
 c = get_config()  # noqa: F821 (provided by nbgrader)
 

@@ -435,6 +435,21 @@ def test_time_limits_grow_for_a_hand_in_with_fewer_threads():
     assert opts.hand_in_limits({"OMP_NUM_THREADS": "1"}).submission_timeout == 7200
 
 
+def test_plain_nbgrader_gets_the_same_cell_limit_rule():
+    """``nbgrader autograde`` run by hand reads autograde/nbgrader_config.py: its cell limit follows the same rule
+    (one thread doubles the mode's, two keep it)."""
+    from autograde import config
+
+    load = ("from traitlets.config.loader import PyFileConfigLoader\n"
+            "print(PyFileConfigLoader('nbgrader_config.py', path='autograde').load_config().Execute.timeout)")
+    base = config.limits("laptop").cell_timeout
+    for threads, expected in (("1", 2 * base), ("2", base)):
+        env = dict(os.environ, OMP_NUM_THREADS=threads, COURSE_GRADING_MODE="laptop")
+        out = subprocess.run([sys.executable, "-c", load], cwd=kit.REPO, env=env, capture_output=True, text=True,
+                             check=True).stdout
+        assert int(out) == expected, (threads, out)
+
+
 def test_a_hand_in_with_one_thread_gets_the_longer_cell_limit(toy, monkeypatch, caplog):
     """End to end: with the mode's cell limit at 3 s and one thread per hand-in (the instructor's OMP_NUM_THREADS),
     a cell of 4.5 s keeps its point (its limit is 6 s) and a cell of 9 s is stopped; the run's log says so."""
