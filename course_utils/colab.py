@@ -41,7 +41,7 @@ HAND_IN = (
     "in a cell, then download `weights.zip` from the *Files* panel on the left; Colab forgets both when the "
     "session ends). Hand in the notebook and the unzipped `weights/` folder side by side, as your instructor "
     "asks: on the course's JupyterHub, upload both into the lab's folder (the one *Fetch* made) and press "
-    "*Submit* in the *Assignment List*; otherwise the course's upload (keep the file name `<lab>.ipynb`)."
+    "*Submit* in the *Assignment List*; anywhere else, through the course's upload (keep the file name `<lab>.ipynb`)."
 )
 
 
