@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from course_utils.modes import CELL_TIME_LIMITS, MODES
+from course_utils.modes import CELL_TIME_LIMITS, MODES, REFERENCE_THREADS, time_factor
 
 from .course import GradingError
 
@@ -20,12 +20,10 @@ DEFAULT_MODE = "laptop"
 # Seconds for one cell (the same as students' validation gets) and for one whole submission, per mode.
 SUBMISSION_LIMITS = {"smoke": 900, "laptop": 3600, "full": 4 * 3600}
 TIME_LIMITS = {mode: (CELL_TIME_LIMITS[mode], SUBMISSION_LIMITS[mode]) for mode in MODES}
-# The time limits are sized for a hand-in with this many threads (what a student's 2-core laptop gives
-# PyTorch; the Results were measured so). A hand-in with fewer (one hand-in per core, the default of a
-# batch) gets proportionally more time: lab 5's laptop training takes 833 s with two threads and 1,581 s
-# with one (bfloat16); in float32 on a CPU without bfloat16, more than the 2,700-s cell limit
-# (autograde/README.md, "Measured speed").
-REFERENCE_THREADS = 2
+# The time limits are sized for a hand-in with REFERENCE_THREADS threads (course_utils.modes). A hand-in with
+# fewer (one hand-in per core, the default of a batch) gets proportionally more time: lab 5's laptop training
+# takes 833 s with two threads and 1,581 s with one (bfloat16); in float32 on a CPU without bfloat16, more
+# than the 2,700-s cell limit (autograde/README.md, "Measured speed").
 # Memory per submission (the kernel, everything it starts and the outside scorer), per mode. Measured
 # (benchmarks/bench_autograde.py prints each lab's peak; the class report shows each hand-in's): lab 4's
 # solution graded in laptop mode on a CPU without native bfloat16 (AVX2: float32 forward passes) peaked
@@ -75,7 +73,7 @@ class Limits:
     def for_threads(self, threads: int) -> Limits:
         """The limits of a hand-in that runs with ``threads`` threads: the mode's time limits are for
         :data:`REFERENCE_THREADS`, and scale up for fewer; limits the instructor set stay as set."""
-        factor = max(1.0, REFERENCE_THREADS / max(1, threads))
+        factor = time_factor(threads)
         return replace(self, cell_timeout=self.cell_timeout if "cell_timeout" in self.fixed
                        else round(self.cell_timeout * factor),
                        submission_timeout=self.submission_timeout if "submission_timeout" in self.fixed

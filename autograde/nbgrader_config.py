@@ -12,14 +12,14 @@ autograde autograde` passes its run's mode and each hand-in's cell limit on nbgr
 import os
 from pathlib import Path
 
-from autograde import config, options
+from autograde import config
+from course_utils import modes
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # A plain `nbgrader autograde` grades one hand-in at a time with this machine's cores (or OMP_NUM_THREADS):
 # with fewer than config.REFERENCE_THREADS its kernel gets the longer limits the kit's own runs give it.
-GRADING = config.limits(config.settings().mode).for_threads(
-    options.env_threads(os.environ) or options.cores_per_hand_in(1))
+GRADING = config.limits(config.settings().mode).for_threads(modes.cpu_threads())
 
 c = get_config()  # noqa: F821 (provided by nbgrader)
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from course_utils.modes import BATCHES_VAR, HANDIN_VAR
+from course_utils.modes import BATCHES_VAR, HANDIN_VAR, env_threads, usable_cores
 
 from . import config, sandbox
 from .cgroups import human_bytes
@@ -159,12 +158,6 @@ class RunOptions:
         return f"grading {jobs} submission(s){how} in mode {self.mode} with {where}; limits: {times}{box}"
 
 
-def env_threads(env: Mapping[str, str]) -> int | None:
-    """The threads ``OMP_NUM_THREADS`` in ``env`` gives a hand-in's processes; None where it names no number."""
-    value = env.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() else None
-
-
 def default_workers() -> int:
     """Hand-ins a local run grades at once unless told: one per usable core, at most 8."""
     return min(usable_cores(), 8)
@@ -173,11 +166,6 @@ def default_workers() -> int:
 def cores_per_hand_in(at_once: int) -> int:
     """Threads for each of ``at_once`` hand-ins graded at the same time on this machine: its usable cores shared."""
     return max(1, usable_cores() // max(1, at_once))
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity (a container's or a Slurm job's share), else all."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _worker_host() -> str | None:

@@ -152,7 +152,9 @@ def check_device(report: Report) -> str | None:
     elif device.type == "mps":
         detail = "Apple GPU"
     else:
-        detail = f"no CUDA or MPS GPU; {torch.get_num_threads()} CPU threads"
+        quota = modes.cpu_quota()
+        detail = f"no CUDA or MPS GPU; {torch.get_num_threads()} CPU threads" + (
+            f" (a CPU quota of {quota} core(s) here)" if quota else "")
     report.add("device", f"{device.type} ({detail})")
     return device.type
 
@@ -407,7 +409,7 @@ def check_grading(report: Report) -> None:
                                  f"or `unset {config.GRADING_MODE_VAR}`")
     else:
         workers = options.default_workers()
-        threads = options.env_threads(os.environ)  # the instructor's setting wins, as when grading
+        threads = modes.env_threads()  # the instructor's setting wins, as when grading
         threads = options.cores_per_hand_in(workers) if threads is None else threads
         lim = config.limits(mode).for_threads(threads)
         how = f"set by {config.GRADING_MODE_VAR}" if os.environ.get(config.GRADING_MODE_VAR, "").strip() \

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TypeVar
 
 MODES = ("smoke", "laptop", "full")
 # Seconds one notebook cell may take in each mode: what validation gives a cell
 # (notebooks/nbgrader_config.py), and the grader's per-cell limit (autograde/config.py).
 CELL_TIME_LIMITS = {"smoke": 300, "laptop": 2700, "full": 3600}
+# The time limits (of a cell here, and of a hand-in in autograde/config.py) are sized for a run with this many
+# CPU threads: a student's 2-core laptop, what the README's Results were measured with. A run with fewer gets
+# proportionally more time (time_factor): one thread, twice as long.
+REFERENCE_THREADS = 2
 MODE_VAR = "COURSE_MODE"
 DATA_VAR = "COURSE_DATA_DIR"
 CACHE_VAR = "COURSE_CACHE_DIR"
@@ -146,3 +151,57 @@ def cache_dir() -> Path:
 def banner() -> str:
     """One line for the top of a notebook: the mode and where it came from."""
     return f"run mode: {current_mode()} ({mode_source()})"
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may use: its CPU affinity (a Slurm job's or a container's cpuset), and no more
+    than its cgroup's CPU quota allows (what a JupyterHub's ``cpu_limit`` or a container's ``--cpus`` sets)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cpu_quota()
+    return max(1, min(cores, quota) if quota else cores)
+
+
+def cpu_quota() -> int | None:
+    """Whole CPUs (rounded up) that the CPU quota of this process's cgroup allows, None where none is set."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: "quota period" or "max period" in cpu.max
+            places, names = [Path("/sys/fs/cgroup")], ("cpu.max",)
+        elif "cpu" in controllers.split(","):  # cgroup v1: cpu.cfs_quota_us (-1: none) and cpu.cfs_period_us
+            places, names = [Path("/sys/fs/cgroup") / controllers, Path("/sys/fs/cgroup/cpu")], \
+                ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
+            continue
+        # The cgroup's own folder, or the mount's root where a container sees its cgroup as the root.
+        for folder in [place / path.lstrip("/") for place in places] + places:
+            try:
+                values = " ".join(Path(folder, name).read_text() for name in names).split()
+            except OSError:
+                continue
+            if values[0] not in ("max", "-1") and int(values[1]) > 0:
+                found.append(-(-int(values[0]) // int(values[1])))
+            break
+    return min(found) if found else None
+
+
+def env_threads(environ: Mapping[str, str] | None = None) -> int | None:
+    """The threads ``OMP_NUM_THREADS`` in ``environ`` (default ``os.environ``) gives PyTorch; None where it names
+    no number."""
+    value = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def cpu_threads(environ: Mapping[str, str] | None = None) -> int:
+    """The CPU threads a kernel started with ``environ`` computes with: ``OMP_NUM_THREADS``, else the usable cores."""
+    return env_threads(environ) or usable_cores()
+
+
+def time_factor(threads: int) -> float:
+    """How much longer than the limits sized for :data:`REFERENCE_THREADS` a run with ``threads`` threads may
+    take: 2 with one thread, 1 with two or more."""
+    return max(1.0, REFERENCE_THREADS / max(1, threads))

@@ -60,7 +60,11 @@ class History:
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """CUDA if available, then Apple's MPS, then the CPU (or ``prefer`` if given)."""
+    """CUDA if available, then Apple's MPS, then the CPU (or ``prefer`` if given).
+
+    Also fits PyTorch's CPU threads to the cores a container's CPU quota allows (:func:`speed.fit_threads`).
+    """
+    speed.fit_threads()
     if prefer:
         return torch.device(prefer)
     if torch.cuda.is_available():

@@ -10,7 +10,7 @@ other commands, grading included, never see them):
 
 - every cell gets the time its run mode needs, :data:`course_utils.modes.CELL_TIME_LIMITS`
   (the grader's own limit per cell): 300 s in smoke mode, 2700 s in laptop mode,
-  3600 s in full mode;
+  3600 s in full mode, twice that for a kernel with one CPU thread (:func:`time_limit`);
 - a cell still running at that limit is interrupted and shows a
   ``CellTimeoutError`` that says after how long it was stopped;
 - every test cell after a cut-off cell fails with an error naming that cell
@@ -49,6 +49,21 @@ VERDICT_START = "Visible checks passed"  # the first words of a passing notebook
 
 def time_limit(mode: str | None = None) -> tuple[int, str]:
     """Seconds per cell for ``mode`` (default: ``COURSE_MODE``) and the mode in words.
+
+    The limits are for a kernel with :data:`course_utils.modes.REFERENCE_THREADS` CPU threads; one with
+    fewer (``OMP_NUM_THREADS=1``, or a 1-CPU container such as a hub's student server) gets
+    proportionally more time, as the grader gives its hand-ins.
+    """
+    limit, words = _mode_limit(mode)
+    threads = modes.cpu_threads()
+    if (factor := modes.time_factor(threads)) > 1:
+        return round(limit * factor), (f"{words} with {threads} CPU thread ({limit} s with "
+                                       f"{modes.REFERENCE_THREADS} or more)")
+    return limit, words
+
+
+def _mode_limit(mode: str | None) -> tuple[int, str]:
+    """The mode's own limit per cell, and the mode in words.
 
     Without ``COURSE_MODE`` the kernel picks ``full`` on a CUDA GPU and
     ``laptop`` otherwise; deciding which would mean importing torch in the

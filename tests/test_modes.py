@@ -59,3 +59,63 @@ def test_quick_run_settings_come_from_the_started_environment():
     env.update(COURSE_MAX_BATCHES="two")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "COURSE_MAX_BATCHES='two': use a positive whole number" in out.stderr
+
+
+def test_time_factor_and_threads(monkeypatch):
+    """Limits are sized for two threads: one thread doubles them, more change nothing; OMP_NUM_THREADS wins."""
+    assert [modes.time_factor(n) for n in (1, 2, 16)] == [2.0, 1.0, 1.0]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert modes.env_threads() == modes.cpu_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert modes.env_threads() is None and modes.cpu_threads() == modes.usable_cores() >= 1
+
+
+_IN_QUOTA = """
+import json, os, sys
+open(sys.argv[1], "w").write(str(os.getpid()))  # join the cgroup
+import torch
+from course_utils import modes, training, validation
+before = torch.get_num_threads()
+training.get_device()
+print(json.dumps({"quota": modes.cpu_quota(), "cores": modes.usable_cores(), "before": before,
+                  "after": torch.get_num_threads(), "limit": validation.time_limit("laptop")}))
+"""
+
+
+def test_a_containers_cpu_quota_sets_the_threads_and_the_time_per_cell(tmp_path):
+    """In a cgroup with a CPU quota of one core (what a hub's cpu_limit=1 sets), the labs compute with one thread
+    instead of one per visible core, and Validate gives each cell twice the time; OMP_NUM_THREADS still wins."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cpu = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu controller (root only)
+    if len(os.sched_getaffinity(0)) < 2 or not os.access(cpu, os.W_OK):
+        message = "needs 2 cores and a writable cgroup v1 cpu controller (root)"
+        if os.environ.get("COURSE_SANDBOX_REQUIRED"):
+            pytest.fail(message)
+        pytest.skip(message)
+    group = cpu / f"coursekit-test-p{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text("100000")
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        env["COURSE_MODE"] = "laptop"
+
+        def run(**extra):
+            out = subprocess.run([sys.executable, "-c", _IN_QUOTA, str(group / "cgroup.procs")], env={**env, **extra},
+                                 capture_output=True, text=True, check=True).stdout
+            return json.loads(out.splitlines()[-1])
+
+        fitted = run()
+        assert fitted["quota"] == fitted["cores"] == 1, fitted
+        assert fitted["before"] >= 2 and fitted["after"] == 1, fitted
+        limit, words = fitted["limit"]
+        assert limit == 2 * modes.CELL_TIME_LIMITS["laptop"] and "1 CPU thread" in words, fitted
+        kept = run(OMP_NUM_THREADS="2")
+        assert kept["after"] == 2 and kept["limit"][0] == modes.CELL_TIME_LIMITS["laptop"], kept
+    finally:
+        group.rmdir()

@@ -36,10 +36,19 @@ ALLOWANCE_S = 40
 
 def test_each_mode_gives_a_cell_the_graders_time(monkeypatch):
     monkeypatch.delenv(modes.MODE_VAR, raising=False)  # "" below means: no COURSE_MODE at all
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the limits' own thread count
     for mode in modes.MODES:
         assert validation.time_limit(mode) == (TIME_LIMITS[mode][0], f"{mode} mode")
     assert validation.time_limit("")[0] == max(TIME_LIMITS["laptop"][0], TIME_LIMITS["full"][0])
     assert validation.time_limit("turbo")[0] == max(limit for limit, _ in TIME_LIMITS.values())
+
+
+def test_a_kernel_with_one_thread_gets_twice_the_time(monkeypatch):
+    """As the grader does for its hand-ins: the mode's limit is for two threads, and the report says so."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    limit, words = validation.time_limit("laptop")
+    assert limit == 2 * TIME_LIMITS["laptop"][0]
+    assert words == f"laptop mode with 1 CPU thread ({TIME_LIMITS['laptop'][0]} s with 2 or more)"
 
 
 _READ_CONFIG = textwrap.dedent("""
@@ -66,7 +75,8 @@ _READ_CONFIG = textwrap.dedent("""
 def test_validate_reads_the_students_config_from_the_course_folder_and_from_notebooks(tmp_path):
     """``nbgrader validate`` and the Validate button's handler, started in either folder, give a cell its mode's time."""
     folders = [str(REPO), str(REPO / "notebooks")]
-    env = {**os.environ, "COURSE_MODE": "smoke", "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter")}
+    env = {**os.environ, "COURSE_MODE": "smoke", "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter"),
+           "OMP_NUM_THREADS": "2"}  # the limits' own thread count (one thread doubles them)
     result = subprocess.run([sys.executable, "-c", _READ_CONFIG, *folders], capture_output=True, text=True,
                             env=env, timeout=120)
     assert result.returncode == 0, result.stderr
