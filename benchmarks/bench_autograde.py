@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import autograde
+from autograde import config
 from autograde.options import default_workers, usable_cores
 from course_utils import leftovers
 
@@ -106,7 +107,7 @@ def part(results: list, name: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("smoke", "laptop", "full"), help="grading mode (default: the config's)")
+    parser.add_argument("--mode", choices=("smoke", "laptop", "full"), help="grading mode (default: COURSE_GRADING_MODE, else laptop)")
     parser.add_argument("--labs", nargs="*", help="labs to measure (default: all)")
     parser.add_argument("--batch", type=int, default=4, help="submissions per batch (0 skips the batches)")
     parser.add_argument("--workers", type=int, nargs="*",
@@ -117,7 +118,7 @@ def main() -> int:
     repo = autograde.Course(REPO)
     labs = repo.pick_labs(args.labs)
     cores = usable_cores()
-    mode = args.mode or repo.settings()["mode"]
+    mode = args.mode or config.settings().mode
     counts = sorted(set(args.workers or [1, 2, default_workers()]))  # the last: `autograde`'s default
     way = "handed-in weights" if args.handed_in else "re-training"
     counting = count_cpu()

@@ -19,7 +19,8 @@ README = (REPO / "README.md").read_text()
 
 
 def _rows(marker: str) -> list[str]:
-    """The table rows right after ``<!-- @@MARKER@@ -->`` in the README."""
+    """The rows of the table right after ``<!-- @@MARKER@@ -->`` in the README (the marker stands above the table:
+    GitHub ends a table at an HTML comment)."""
     rows = []
     for line in README.split(f"<!-- @@{marker}@@ -->", 1)[1].strip("\n").splitlines():
         if not line.startswith("|"):
