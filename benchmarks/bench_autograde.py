@@ -107,7 +107,8 @@ def part(results: list, name: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("smoke", "laptop", "full"), help="grading mode (default: COURSE_GRADING_MODE, else laptop)")
+    parser.add_argument("--mode", choices=("smoke", "laptop", "full"),
+                        help="grading mode (default: COURSE_GRADING_MODE, else laptop)")
     parser.add_argument("--labs", nargs="*", help="labs to measure (default: all)")
     parser.add_argument("--batch", type=int, default=4, help="submissions per batch (0 skips the batches)")
     parser.add_argument("--workers", type=int, nargs="*",
