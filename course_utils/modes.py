@@ -17,8 +17,8 @@ see :func:`course_utils.grading.hand_in`).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TypeVar
 
 MODES = ("smoke", "laptop", "full")
