@@ -21,7 +21,7 @@ lab's notebook lists what only the grader checks. Every other TODO cell holds th
   pipeline in one batch per lab (smoke mode): every named item scores below its maximum (lab 1 in CI,
   every lab with ``COURSE_GRADE_ALL_MUTANTS=1``; see ``GRADED_LABS``).
 - ``alternative_*.py`` beside ``alternative.py`` are further correct solutions (in a student's own
-  style): they validate with the passing verdict and earn full marks in the same batch.
+  style): they validate whole (no cut training) with the passing verdict and earn full marks in the same batch.
 """
 from __future__ import annotations
 
@@ -147,14 +147,17 @@ def test_each_lab_lists_its_typical_mistakes_against_existing_cells(lab):
 
 # --------------------------------------------------------------------------- Validate
 
-def validate_all(folder: Path, names: list[str]) -> dict[str, str]:
+def validate_all(folder: Path, names: list[str], quick: bool = True) -> dict[str, str]:
     """``nbgrader validate`` of several notebooks in ``folder`` (smoke mode), in one run; output per notebook.
 
-    Training stops after two batches (``COURSE_MAX_BATCHES``, the kit's quick run): no visible check depends
-    on how well a model trained, and labs 2-5 train between their TODO cells.
+    ``quick``: training stops after two batches (``COURSE_MAX_BATCHES``, the kit's quick run), for mistakes, whose
+    visible checks come before any trained model is checked (labs 2-5 train between their TODO cells). A correct
+    solution runs whole: lab 5's visible checks include its trained model's accuracy.
     """
-    env = {**os.environ, "COURSE_MODE": "smoke", "PYTHONUNBUFFERED": "1", modes.BATCHES_VAR: "2",
+    env = {**os.environ, "COURSE_MODE": "smoke", "PYTHONUNBUFFERED": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if quick:
+        env[modes.BATCHES_VAR] = "2"
     env.pop("MPLBACKEND", None)
     result = subprocess.run([sys.executable, "-m", "nbgrader", "validate", *[f"{n}.ipynb" for n in names]],
                             check=False, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -170,19 +173,22 @@ class _MutantLab:
     def test_validate_names_each_mistake(self, tmp_path):
         source, release = lab_notebooks(self.lab)
         handins = pack(mutants(self.lab))
-        folder = tmp_path / "notebooks"
-        folder.mkdir()
-        (folder / "nbgrader_config.py").write_text((REPO / "notebooks" / "nbgrader_config.py").read_text())
+        folder, whole = tmp_path / "notebooks", tmp_path / "controls"
         names = []
+        for place in (folder, whole):
+            place.mkdir()
+            (place / "nbgrader_config.py").write_text((REPO / "notebooks" / "nbgrader_config.py").read_text())
         for handin, name in zip(handins, handin_names(handins)):
             cells = {cell for mutant in handin for cell, _ in mutant.validate}
             if cells:
                 nbformat.write(cut_after(build(release, source, handin), cells), folder / f"{name}.ipynb")
                 names.append(name)
         for name, code in controls(self.lab).items():
-            nbformat.write(kit.fill(kit.solved(release, source), code), folder / f"{name}.ipynb")
-            names.append(name)
+            nbformat.write(kit.fill(kit.solved(release, source), code), whole / f"{name}.ipynb")
         reports = validate_all(folder, names)
+        if controls(self.lab):
+            reports.update(validate_all(whole, list(controls(self.lab)), quick=False))
+        names += list(controls(self.lab))
         assert sorted(reports) == sorted(names), f"validated {sorted(reports)}, expected {sorted(names)}"
         missed = []
         for handin, name in zip(handins, handin_names(handins)):
