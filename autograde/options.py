@@ -108,8 +108,7 @@ class RunOptions:
     def hand_in_limits(self, env: dict[str, str]) -> config.Limits:
         """The limits of a hand-in run in ``env`` (:meth:`env`): the time limits scaled for its threads
         (:meth:`autograde.config.Limits.for_threads`)."""
-        threads = env_threads(env)
-        return self.limits.for_threads(self.threads_here() if threads is None else threads)
+        return self.limits.for_threads(env_threads(env) or self.threads_here())
 
     def threads_here(self) -> int:
         """Threads for each hand-in graded on this machine: its cores shared by the hand-ins the cluster grades on

@@ -24,6 +24,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from course_utils import leftovers
+from course_utils.modes import env_threads
 
 from . import audit, cgroups, config, execute, gradebook, publish, sandbox, scorer
 from .cluster import check_task
@@ -32,7 +33,7 @@ from .config import SCORER_TIMEOUT
 from .course import GradingError
 from .execute import INTEGRITY_ERROR, KERNEL_DIED, error_output
 from .kernel import work_folders
-from .options import Job, RunOptions, env_threads
+from .options import Job, RunOptions
 
 DONE = "autograde finished:"  # last line of a submission's log once its result is recorded
 WORK_PREFIX = "coursekit-grading-"  # one grading task's work folder, in the temp folder

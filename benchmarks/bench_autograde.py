@@ -10,8 +10,8 @@ Dask LocalCluster, as ``python -m autograde autograde`` does):
 1. alone, with one worker: wall-clock seconds per submission, split into nbgrader's run (kernel
    start and the notebook itself), the outside scoring of the exported models, and the merge; and
    the hand-in's peak memory (its cgroup's high-water mark, what the memory limit counts);
-2. as a batch of ``--batch`` copies with 1, 2 and N workers (N = the CPU cores): seconds per
-   submission, submissions per hour, and per hour per core.
+2. as a batch of ``--batch`` copies with 1, 2 and N workers (N = autograde's default: one per core, at most
+   8): seconds per submission, submissions per hour, and per hour per core.
 
 Each figure comes with the CPU seconds that every process of the run used (this one, the cluster's
 workers, nbgrader, the kernels and the scorers, sandboxed ones included: counted in a cgroup v1

@@ -409,8 +409,8 @@ def check_grading(report: Report) -> None:
                                  f"or `unset {config.GRADING_MODE_VAR}`")
     else:
         workers = options.default_workers()
-        threads = modes.env_threads()  # the instructor's setting wins, as when grading
-        threads = options.cores_per_hand_in(workers) if threads is None else threads
+        # The instructor's OMP_NUM_THREADS wins, as when grading.
+        threads = modes.env_threads() or options.cores_per_hand_in(workers)
         lim = config.limits(mode).for_threads(threads)
         how = f"set by {config.GRADING_MODE_VAR}" if os.environ.get(config.GRADING_MODE_VAR, "").strip() \
             else "the default"

@@ -183,12 +183,13 @@ class _MutantLab:
             if cells:
                 nbformat.write(cut_after(build(release, source, handin), cells), folder / f"{name}.ipynb")
                 names.append(name)
-        for name, code in controls(self.lab).items():
+        correct = controls(self.lab)
+        for name, code in correct.items():
             nbformat.write(kit.fill(kit.solved(release, source), code), whole / f"{name}.ipynb")
         reports = validate_all(folder, names)
-        if controls(self.lab):
-            reports.update(validate_all(whole, list(controls(self.lab)), quick=False))
-        names += list(controls(self.lab))
+        if correct:
+            reports.update(validate_all(whole, list(correct), quick=False))
+        names += list(correct)
         assert sorted(reports) == sorted(names), f"validated {sorted(reports)}, expected {sorted(names)}"
         missed = []
         for handin, name in zip(handins, handin_names(handins)):
@@ -198,7 +199,7 @@ class _MutantLab:
                     if "VALIDATION FAILED" not in report or validation.VERDICT_START in report \
                             or squash(words) not in report:
                         missed.append(f"{mutant.name} ({mutant.mistake}): expected {cell} to fail with {words!r}")
-        for name in controls(self.lab):
+        for name in correct:
             report = squash(reports[name])
             if validation.VERDICT_START not in report or "VALIDATION FAILED" in report:
                 missed.append(f"{name} (a correct solution) did not validate: {report[-2000:]}")
