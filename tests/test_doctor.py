@@ -103,6 +103,12 @@ def test_where_the_data_comes_from(monkeypatch, mirror, fresh_cache):
     assert facts(report)["MNIST"] == f"mirror {mirror} (decoded into {fresh_cache} on first use)"
     (fresh_cache / "mnist-idx.pt").write_bytes(b"stand-in")  # the loader's decoded copy
     assert facts(doctor.diagnose())["MNIST"] == f"decoded cache {fresh_cache / 'mnist-idx.pt'}"
+    # CIFAR-10 decoded from torchvision's download is another file; with a mirror set only the mirror's copy counts.
+    downloaded = fresh_cache / data.dataset("cifar10").download_cache_file
+    downloaded.write_bytes(b"stand-in")
+    assert data.source("cifar10", mirror, fresh_cache).kind == "mirror"
+    assert facts(doctor.diagnose())["CIFAR-10"].startswith(f"mirror {mirror}")
+    downloaded.unlink()
     monkeypatch.delenv("COURSE_DATA_DIR")
     report = doctor.diagnose()
     assert facts(report)["CIFAR-10"].startswith("not found yet: downloads with torchvision")

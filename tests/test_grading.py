@@ -106,7 +106,10 @@ import sys, torch
 from torch import nn
 from course_utils import grading
 torch.manual_seed(int(sys.argv[1]))
-model = nn.Sequential(nn.Flatten(), nn.Linear(784, int(sys.argv[2])), nn.ReLU(), nn.Linear(int(sys.argv[2]), 10))
+layers = [nn.Flatten(), nn.Linear(784, int(sys.argv[2])), nn.ReLU(), nn.Linear(int(sys.argv[2]), 10)]
+if sys.argv[3] == "dropout":  # the same tensors under other names: the last layer is "4.", not "3."
+    layers.insert(3, nn.Dropout(0.1))
+model = nn.Sequential(*layers)
 try:
     grading.hand_in(model, "The MLP")
 except AssertionError as exc:
@@ -115,13 +118,13 @@ print("SUM", float(sum(p.sum() for p in model.parameters())))
 """
 
 
-def run_hand_in(folder, seed: int, hidden: int, **env) -> str:
+def run_hand_in(folder, seed: int, hidden: int, layout: str = "plain", **env) -> str:
     import os
     import subprocess
     import sys
 
     clean = {k: v for k, v in os.environ.items() if k not in ("COURSE_EXPORT_DIR", "COURSE_GRADE_HANDIN")}
-    out = subprocess.run([sys.executable, "-c", HAND_IN, str(seed), str(hidden)], cwd=folder, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", HAND_IN, str(seed), str(hidden), layout], cwd=folder, capture_output=True,
                          text=True, timeout=300, env=dict(clean, **env))
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -138,6 +141,10 @@ def test_hand_in_saves_a_students_weights_and_the_grader_loads_them_strictly(tmp
     # A model of another shape does not take them.
     misfit = run_hand_in(tmp_path, seed=2, hidden=16, COURSE_GRADE_HANDIN="1")
     assert "FAILED The MLP: the handed-in weights do not fit" in misfit and "size mismatch" in misfit
+    # Nor does one whose tensors have the same shapes under other names (loaded strictly, not in part).
+    renamed = run_hand_in(tmp_path, seed=2, hidden=32, layout="dropout", COURSE_GRADE_HANDIN="1")
+    assert "FAILED The MLP: the handed-in weights do not fit" in renamed
+    assert "Missing key" in renamed and "Unexpected key" in renamed
     path.write_bytes(b"garbage")
     assert "cannot be read" in run_hand_in(tmp_path, seed=2, hidden=32, COURSE_GRADE_HANDIN="1")
     path.unlink()

@@ -56,9 +56,13 @@ def test_quick_run_settings_come_from_the_started_environment():
     env = dict(os.environ, COURSE_MAX_BATCHES="2", COURSE_GRADE_HANDIN="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.split() == ["2", "True"], out.stderr
-    env.update(COURSE_MAX_BATCHES="two")
+    env.update(COURSE_MAX_BATCHES="", COURSE_GRADE_HANDIN="0")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert "COURSE_MAX_BATCHES='two': use a positive whole number" in out.stderr
+    assert out.stdout.split() == ["None", "False"], out.stderr
+    for wrong in ("two", "0", "-1"):
+        env.update(COURSE_MAX_BATCHES=wrong)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert f"COURSE_MAX_BATCHES={wrong!r}: use a positive whole number" in out.stderr
 
 
 def test_time_factor_and_threads(monkeypatch):
@@ -99,12 +103,16 @@ def test_a_containers_cpu_quota_sets_the_threads_and_the_time_per_cell(tmp_path)
                     "requirement, so skipped even with COURSE_SANDBOX_REQUIRED")
     group = root / f"coursekit-test-p{os.getpid()}"
     group.mkdir()
-    try:
+
+    def set_quota(quota: int) -> None:  # microseconds of CPU time per 100,000 (one period)
         if root == v1:
             (group / "cpu.cfs_period_us").write_text("100000")
-            (group / "cpu.cfs_quota_us").write_text("100000")
+            (group / "cpu.cfs_quota_us").write_text(str(quota))
         else:
-            (group / "cpu.max").write_text("100000 100000")
+            (group / "cpu.max").write_text(f"{quota} 100000")
+
+    try:
+        set_quota(100000)
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         env["COURSE_MODE"] = "laptop"
 
@@ -120,5 +128,9 @@ def test_a_containers_cpu_quota_sets_the_threads_and_the_time_per_cell(tmp_path)
         assert limit == 2 * modes.CELL_TIME_LIMITS["laptop"] and "1 CPU thread" in words, fitted
         kept = run(OMP_NUM_THREADS="2")
         assert kept["after"] == 2 and kept["limit"][0] == modes.CELL_TIME_LIMITS["laptop"], kept
+        # A part of a core counts as a whole one (never 0, which would read as no quota), and 1.5 cores as 2.
+        for quota, cores in ((50000, 1), (150000, 2)):
+            set_quota(quota)
+            assert run(OMP_NUM_THREADS="1")["quota"] == cores, quota
     finally:
         group.rmdir()

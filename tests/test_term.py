@@ -75,7 +75,10 @@ def test_bad_values_name_the_key_and_the_fix(text, names):
 @pytest.mark.parametrize("seconds, share", [
     (0, 0.0),                 # on time
     (9 * 60, 0.0),            # within the 10 minutes' grace
+    (10 * 60, 0.0),           # the last second of the grace still counts as on time
     (11 * 60, 0.1),           # past the grace: a started day
+    (DAY, 0.1),               # exactly one day: one started day, not two
+    (DAY + 1, 0.2),           # a second more starts the second day
     (1.5 * DAY, 0.2),         # 1.5 days: two started days
     (7 * DAY, 0.5),           # capped
 ])

@@ -33,6 +33,14 @@ def test_loss_goes_down_and_history_is_complete(small_mnist):
     assert len(history.steps) == 2 * len(train)
     assert [row["epoch"] for row in history.epochs] == [1, 2]
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "seconds"} <= set(history.epochs[0])
+    # An epoch's figures are its steps' figures, weighted by their mini-batch sizes (the last batch is smaller).
+    sizes = [len(y) for _, y in train]
+    assert sizes[-1] < sizes[0]
+    for row in history.epochs:
+        steps = [s for s in history.steps if s["epoch"] == row["epoch"]]
+        for key, step_key in (("train_loss", "loss"), ("train_acc", "acc")):
+            weighted = sum(s[step_key] * n for s, n in zip(steps, sizes, strict=True)) / sum(sizes)
+            assert row[key] == pytest.approx(weighted, rel=1e-6), key
     assert history.epochs[1]["val_acc"] > 0.8
     assert len(history.series("loss")) == len(history.steps)
     assert history.series("val_acc", per="epoch") == [r["val_acc"] for r in history.epochs]
@@ -81,14 +89,19 @@ def test_evaluate_uses_eval_mode_and_restores_it(small_mnist):
     assert first["loss"] == second["loss"]  # dropout off: deterministic
     assert model.training
     assert all(p.grad is None for p in model.parameters())
+    model.eval()
+    training.evaluate(model, loader)
+    assert not model.training  # put back in the mode it was in, not always in training mode
 
 
-def test_nan_loss_stops_training_with_advice(small_mnist):
+@pytest.mark.parametrize("factor", [math.nan, math.inf])
+def test_a_nan_or_infinite_loss_stops_training_with_advice(small_mnist, factor):
     model = mlp()
     loader = data.make_loader(small_mnist.train, 64)
-    with pytest.raises(training.TrainingDiverged, match="learning rate"):
+    with pytest.raises(training.TrainingDiverged, match="learning rate") as stopped:
         training.train(model, loader, torch.optim.SGD(model.parameters(), lr=0.1),
-                       loss_fn=lambda out, y: F.cross_entropy(out, y) * math.nan, progress=False)
+                       loss_fn=lambda out, y: F.cross_entropy(out, y) * factor, progress=False)
+    assert f"the loss became {factor} at epoch 1, step 1" in str(stopped.value)  # at once, before any update
 
 
 def test_autoencoder_training_reconstructs(small_mnist):
