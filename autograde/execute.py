@@ -12,6 +12,8 @@
 - **What happened, recorded.** Every cell timeout, and a cell that still runs after its interrupt
   (nbgrader then gives up on the notebook), is written to :attr:`GradingExecute.events_path` (JSON
   lines; :func:`read_events`), so the worker knows why without reading nbgrader's log.
+- **Every test runs.** A graded cell never skips, whatever tags the hand-in gave it
+  (``skip_cells_with_tag`` applies to the instructor's other cells).
 - **An integrity probe after every test cell.** :mod:`course_utils.integrity`
   is loaded afresh from disk in the kernel; if it finds the grading helpers,
   torch or IPython's result reporting rebound, the test cell gets an error
@@ -87,6 +89,11 @@ class GradingExecute(Execute):
         self._died_in: str | None = None
         self._output_bytes: dict[int, int] = {}
         self._cut: set[int] = set()
+        for cell in nb.cells:
+            # nbgrader restores a test cell's source, not its tags: a student's skip tag must not skip a test.
+            tags = cell.get("metadata", {}).get("tags", [])
+            if utils.is_grade(cell) and self.skip_cells_with_tag in tags:
+                cell.metadata["tags"] = [t for t in tags if t != self.skip_cells_with_tag]
         return super().preprocess(nb, resources, km)
 
     def _record(self, **event) -> None:

@@ -6,7 +6,8 @@ check in a test cell (``grading.check_<kind>(...)`` or ``grading.check("<kind>",
 (read with ``ast``, never by running the student's notebook). When the grader ran the notebook, those calls exported
 the trained models; this module's command line loads them in a fresh process
 (sandboxed like the kernel) that imports only ``course_utils`` from disk and
-the test split from the dataset cache, and prints one JSON result per spec.
+the test split from the dataset cache, and prints one JSON result per spec. The files are
+untrusted: :mod:`course_utils.exported` refuses any that would run code when loaded.
 
     python -m autograde.scorer PLAN.json      # {"models": DIR, "specs": [...]}
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Iterator
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
-OUTPUT_TAIL = 1 << 20  # bytes of the scoring process's output read back (its answer is the last line)
+OUTPUT_TAIL = 1 << 20  # bytes of the scoring process's output read back (its answer: the last line with the token)
 @dataclass
 class Spec:
     """One graded score: which cell, which kind of check on which data, its bound and its other keywords."""
@@ -200,17 +202,20 @@ def run(plan: list[Spec], models: Path, *, prefix: list[str], env: dict, timeout
     """Score ``plan`` in a fresh process started as ``prefix + python -m autograde.scorer``; never raises.
 
     What the process prints goes to files, and only their last :data:`OUTPUT_TAIL` bytes are read,
-    so a hostile model that prints without end costs neither memory nor the result.
+    so a hostile model that prints without end costs neither memory nor the result. The answer is the
+    last line that starts with a random token the plan carries (on stdin), and each row's ``passed`` is
+    decided here again from its value.
     """
-    payload = json.dumps({"models": str(models), "specs": [asdict(s) for s in plan]})
+    token = secrets.token_hex(16)  # the answer's line starts with it: nothing else in the process knows it
+    payload = json.dumps({"models": str(models), "specs": [asdict(s) for s in plan], "token": token})
     failed = [{"grade_id": s.grade_id, "label": s.label, "value": None, "passed": False, "message": ""} for s in plan]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.run([*prefix, sys.executable, "-m", "autograde.scorer", "-"], input=payload.encode(),
                                   stdout=out, stderr=err, env=env, timeout=timeout)
-            lines = _tail(out).strip().splitlines()
-            if proc.returncode == 0 and lines:
-                return json.loads(lines[-1])
+            answers = [line[len(token):] for line in _tail(out).splitlines() if line.startswith(token)]
+            if proc.returncode == 0 and answers:
+                return _checked(json.loads(answers[-1]), plan)
             why = (f"the scoring process failed (exit {proc.returncode}): "
                    f"{(_tail(err).strip().splitlines() or [''])[-1][:200]}")
         except subprocess.TimeoutExpired:
@@ -220,6 +225,16 @@ def run(plan: list[Spec], models: Path, *, prefix: list[str], env: dict, timeout
     for row in failed:
         row["message"] = f"{row['label']}: {why}"
     return failed
+
+
+def _checked(rows: list[dict], plan: list[Spec]) -> list[dict]:
+    """The scorer's rows, one per spec in order, each passed or not by its spec's own bound."""
+    if not isinstance(rows, list) or [r.get("grade_id") for r in rows] != [s.grade_id for s in plan]:
+        raise ValueError("the answer does not list the plan's items")
+    for row, spec in zip(rows, plan):
+        value = row.get("value")
+        row["passed"] = isinstance(value, float) and spec.passed(value)
+    return rows
 
 
 def _tail(file) -> str:
@@ -233,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     text = sys.stdin.read() if not argv or argv[0] == "-" else Path(argv[0]).read_text()
     request = json.loads(text)
     plan = [Spec(**s) for s in request["specs"]]
-    print(json.dumps(score(Path(request["models"]), plan)))
+    print(request.get("token", "") + json.dumps(score(Path(request["models"]), plan)))
     return 0
 
 

@@ -13,6 +13,7 @@ accuracy checks are scored outside the kernel (see autograde/README.md).
 """
 from __future__ import annotations
 
+import ast
 import builtins
 import inspect
 import json
@@ -48,6 +49,8 @@ def _code_of(obj) -> types.CodeType | None:
             return obj.__code__
         elif hasattr(obj, "func") and callable(getattr(obj, "func", None)):  # functools.partial
             obj = obj.func
+        elif not isinstance(obj, type) and isinstance(getattr(type(obj), "__call__", None), types.FunctionType):
+            obj = type(obj).__call__  # an object of a class with a __call__ method written in Python
         else:
             return None
     return None
@@ -87,6 +90,15 @@ def _scan(namespace: dict, where: str, roots: tuple[str, ...], problems: list[st
                     problems.append(f"{where}.{name}.{attr} was replaced by code from {origin}")
 
 
+def _defined_functions(path: str) -> list[str]:
+    """The names of the functions a module's file defines at its top level (``def``), read from the file."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    return [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
 def _course_problems(roots: tuple[str, ...], problems: list[str]) -> None:
     for modname in COURSE_MODULES:
         module = sys.modules.get(modname)
@@ -96,6 +108,11 @@ def _course_problems(roots: tuple[str, ...], problems: list[str]) -> None:
         if str(Path(getattr(module, "__file__", "") or "").resolve()) != expected:
             problems.append(f"sys.modules[{modname!r}] is not the module in {expected}")
             continue
+        for name in _defined_functions(expected):  # still the function its file defines, not any other callable
+            inner = inspect.unwrap(vars(module).get(name))
+            code = getattr(inner, "__code__", None) if isinstance(inner, types.FunctionType) else None
+            if code is None or code.co_name != name or str(Path(code.co_filename).resolve()) != expected:
+                problems.append(f"{modname}.{name} is no longer the function {expected} defines")
         for name, obj in list(vars(module).items()):
             if _code_of(obj) is None:
                 continue

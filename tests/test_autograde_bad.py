@@ -1,8 +1,8 @@
 """Bad submissions do not break the batch: one batch of the cheapest lab, graded in parallel, sandboxed (smoke mode).
 
 The batch holds two good students (first and last in grading order) and bad
-ones: code that raises, an endless loop, a syntax error, a deleted test cell,
-edited test cells, a truncated file, hard-coded accuracies, a vandal (deletes
+ones: code that raises, an endless loop, a syntax error (and every test cell tagged to be
+skipped), a deleted test cell, edited test cells, a truncated file, hard-coded accuracies, a vandal (deletes
 gradebooks, overwrites other hand-ins, tries the network), a grader-patching
 hand-in with untrained models, a memory hog and a process bomb. Each bad one
 gets a grade or a clear error of its own; the good ones keep full marks, every

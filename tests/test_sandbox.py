@@ -296,10 +296,18 @@ def test_probe_finds_nothing_in_a_clean_process():
     ("torch.allclose = lambda *a, **k: True", "torch.allclose"),
     ("import builtins\nbuiltins.round = lambda *a: 0", "builtins.round"),
     ("class Linear(torch.nn.Module): pass\ntorch.nn.Linear = Linear", "torch.nn.Linear"),
+    # objects whose class has a __call__ method, and callables that are not the file's function at all
+    ("class Yes:\n    def __call__(self, *a, **k): return True\ntorch.allclose = Yes()", "torch.allclose"),
+    ("class Pass:\n    def __call__(self, *a, **k): return None\ngrading.expect_at_least = Pass()",
+     "course_utils.grading.expect_at_least"),
+    ("grading.expect_at_most = print", "course_utils.grading.expect_at_most is no longer the function"),
+    ("import functools\ngrading.expect_shape = functools.partial(print)",
+     "course_utils.grading.expect_shape is no longer the function"),
 ])
 def test_probe_names_what_was_rebound(patch, found):
     problems = probe(patch)
-    assert any(p.startswith(found + " was replaced") for p in problems), problems
+    expected = found if " is no longer " in found else f"{found} was replaced"
+    assert any(p.startswith(expected) for p in problems), problems
 
 
 # --------------------------------------------------------------------------- outside scoring

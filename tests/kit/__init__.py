@@ -301,8 +301,8 @@ def bad_hand_ins(batch: Batch) -> dict[str, NotebookNode | str]:
     """A real lab's class of troublemakers (student id -> notebook, or raw text), with two good hand-ins.
 
     Every way a hand-in can go wrong short of the grader's own faults: a crash, an endless loop, a syntax
-    error in the last TODO, deleted and edited tests, a truncated file, hard-coded accuracies, and the
-    attacks under ``tests/fixtures/attacks/`` (vandal, grader patch, memory hog, process bomb).
+    error in the last TODO (with every test cell tagged ``skip-when-grading``), deleted and edited tests, a
+    truncated file, hard-coded accuracies, and the attacks under ``tests/fixtures/attacks/`` (vandal, grader patch, memory hog, process bomb).
     """
     course, source, release = batch.course, batch.source, batch.release
     good = solved(release, source)
@@ -316,6 +316,11 @@ def bad_hand_ins(batch: Batch) -> dict[str, NotebookNode | str]:
         if is_test(cell):
             cell.source = "# I removed the tests\npass"
     text = nbformat.writes(good)
+    # A syntax error in the last TODO, and every test cell tagged to be skipped when grading (tests never skip).
+    syntax = fill(good, {last: code[last] + "\ndef broken(:\n    pass\n"})
+    for cell in syntax.cells:
+        if is_test(cell):
+            cell.metadata["tags"] = [*cell.metadata.get("tags", []), "skip-when-grading"]
 
     # Claims a high accuracy without any working code: every accuracy-like name the lab assigns.
     all_code = "\n".join(c.source for c in source.cells if c.cell_type == "code")
@@ -330,7 +335,7 @@ def bad_hand_ins(batch: Batch) -> dict[str, NotebookNode | str]:
         "b_raises": fill(good, {last: 'raise RuntimeError("my code is broken")\n' + code[last]}),
         # (sleeps in its loop: the toy lab's test covers a busy one; this one spares CI's CPU)
         "c_loops": fill(good, {last: "import time\nwhile True:\n    time.sleep(0.2)\n" + code[last]}),
-        "d_syntax": fill(good, {last: code[last] + "\ndef broken(:\n    pass\n"}),
+        "d_syntax": syntax,
         "e_deleted_test": deleted,
         "f_edited_tests": edited,
         "g_truncated": text[: len(text) // 2],

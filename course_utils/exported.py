@@ -1,0 +1,121 @@
+"""Models a hand-in exported (``torch.export`` archives), read by the grader without running any of its code.
+
+A hidden accuracy check exports the student's trained model from the kernel; the grader scores
+that file in another process (:func:`course_utils.checks.score_exported`). The kernel can
+write the file, so it is untrusted input: ``torch.export.load`` unpickles a weight or a
+constant that the archive marks as pickled, and loads custom and opaque objects with
+``pickle``, any of which runs code of the file's choosing in the scorer. :func:`load` reads
+the archive first and refuses anything but what ``torch.export.save`` writes for a plain model:
+tensors stored as raw bytes, a graph of PyTorch's own ``aten`` operators (and ``getitem``, autocast
+and no-grad regions), and sample inputs that load with ``weights_only``. A refused file scores 0 for its item.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+MAX_MEMBERS = 10_000  # files in one archive (a lab's models have a few dozen)
+# Graph nodes may call PyTorch's own operators (torch.ops.aten.<name>.<overload>) and getitem, no Python function;
+# of its higher-order operators, the two that `with torch.autocast(...)` and `with torch.no_grad()` in a forward make.
+ATEN_TARGET = re.compile(r"torch\.ops\.aten\.(\w+)\.\w+")
+OTHER_TARGETS = frozenset({"_operator.getitem", "torch.ops.higher_order.wrap_with_autocast",
+                           "torch.ops.higher_order.wrap_with_set_grad_enabled"})
+# aten operators with an effect beyond their output: printing (a forged answer line), reading a file.
+REFUSED_OPERATORS = frozenset({"_print", "from_file"})
+# What torch.export.save writes below the archive's one top folder, for a program called "model".
+EXPECTED_FILE = re.compile(
+    r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id|models/model\.json"
+    r"|data/weights/model_weights_config\.json|data/weights/weight_\d+"
+    r"|data/constants/model_constants_config\.json|data/constants/tensor_\d+"
+    r"|data/sample_inputs/model\.pt)")
+
+
+class RefusedArchive(ValueError):
+    """The file is not a plain exported model; why, in words."""
+
+
+def problems(path: Path) -> list[str]:
+    """What makes ``path`` more than a plain exported model (nothing is loaded or run to find out)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if len(names) > MAX_MEMBERS:
+                return [f"{len(names)} files in the archive"]
+            tops = {name.split("/", 1)[0] for name in names}
+            if len(tops) != 1 or any("/" not in name for name in names):
+                return ["not one folder, as torch.export.save writes"]
+            top = tops.pop() + "/"
+            found = [f"unexpected file {name}" for name in names
+                     if not (name.endswith("/") or EXPECTED_FILE.fullmatch(name[len(top):]))]
+            for config in ("data/weights/model_weights_config.json", "data/constants/model_constants_config.json"):
+                if top + config in names:
+                    found += [f"{config}: {entry} is stored with pickle"
+                              for entry in _pickled(archive.read(top + config))]
+            if top + "models/model.json" not in names:
+                return found + ["no models/model.json"]
+            targets = set(_targets(archive.read(top + "models/model.json")))
+            found += [f"the graph calls {target}" for target in sorted(targets) if not _allowed(target)]
+            if top + "data/sample_inputs/model.pt" in names:
+                try:
+                    torch.load(io.BytesIO(archive.read(top + "data/sample_inputs/model.pt")), weights_only=True)
+                except Exception as exc:  # anything but tensors and containers
+                    found.append(f"sample inputs that are not plain tensors ({type(exc).__name__})")
+            return found
+    except (zipfile.BadZipFile, OSError, ValueError, RecursionError, KeyError, EOFError) as exc:
+        return [f"not a readable archive ({type(exc).__name__}: {str(exc)[:100]})"]
+
+
+def _pickled(config: bytes) -> Iterator[str]:
+    entries = json.loads(config).get("config", {})
+    for name, meta in entries.items() if isinstance(entries, dict) else ():
+        if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
+            yield str(name)[:100]
+
+
+def _targets(program: bytes) -> Iterator[str]:
+    """Every graph node's target, in the main graph and any nested one."""
+    stack = [json.loads(program)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "target" in item:
+                yield str(item["target"])[:200]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _allowed(target: str) -> bool:
+    aten = ATEN_TARGET.fullmatch(target)
+    return target in OTHER_TARGETS or (aten is not None and aten.group(1) not in REFUSED_OPERATORS)
+
+
+@contextmanager
+def _weights_only() -> Iterator[None]:
+    """Every ``torch.load`` inside loads tensors only, even where PyTorch asks for more (a fallback)."""
+    before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
+
+
+def load(path: Path) -> torch.nn.Module:
+    """The module of the exported program in ``path``; :class:`RefusedArchive` if it is more than a plain model."""
+    found = problems(Path(path))
+    if found:
+        raise RefusedArchive("not a plain exported model: " + "; ".join(found[:3]))
+    with _weights_only():
+        return torch.export.load(str(path)).module()
