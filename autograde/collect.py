@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import filecmp
 import json
+import os
 import shutil
+import stat
+import tempfile
 from pathlib import Path
+
+from course_utils import leftovers
 
 from .config import MAX_HANDIN_BYTES
 from .course import IGNORED, STUDENT_ID, Course, GradingError
@@ -31,12 +37,107 @@ def _differs(src: Path, dest: Path) -> bool:
     return any(not (dest / n).is_file() or not filecmp.cmp(src / n, dest / n, shallow=False) for n in names)
 
 
-def _links(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_symlink()]
+class _Refused(Exception):
+    """Why a hand-in folder is not copied, in words for the student."""
 
 
-def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+_OPEN = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# Folders opened by descriptor (Linux, macOS); elsewhere (Windows) the same checks run on a copy made by path.
+BY_DESCRIPTOR = hasattr(os, "O_NOFOLLOW") and os.open in os.supports_dir_fd and os.listdir in os.supports_fd
+MAX_DEPTH = 16          # nested folders in one hand-in
+MAX_ENTRIES = 10_000    # files and folders in one hand-in
+
+
+def _open(name: str, dir_fd: int | None, flags: int) -> int:
+    try:
+        return os.open(name, _OPEN | flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise _Refused(f"holds symbolic links ({Path(name).name}); hand in plain files") from None
+        raise
+
+
+def copy_plain(src: Path, dest: Path, limit: int = MAX_HANDIN_BYTES) -> None:
+    """Copy the folder ``src`` to ``dest`` (new), plain files and folders only, at most ``limit`` bytes.
+
+    The owner of ``src`` may change it while this runs (a student on a JupyterHub writes the exchange's
+    folders): each entry is opened relative to its folder's descriptor, never by path, without following
+    links, and a file is checked once open (``fstat``), so a link, a pipe or a hard link to another
+    file swapped in at any moment makes the hand-in refused (:class:`_Refused`), never copies another
+    file. ``src`` itself may not be a link either; folders it lives in may.
+    """
+    if not BY_DESCRIPTOR:
+        return _copy_then_check(src, dest, limit)
+    parent = os.open(src.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        top = _open(src.name, parent, os.O_DIRECTORY)
+    finally:
+        os.close(parent)
+    try:
+        _copy_folder(top, src.name, dest, {"bytes": 0, "entries": 0}, limit, depth=0)
+    finally:
+        os.close(top)
+
+
+def _copy_folder(fd: int, where: str, dest: Path, seen: dict, limit: int, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise _Refused(f"has folders nested more than {MAX_DEPTH} deep; hand in the notebook and its weights/ folder")
+    dest.mkdir()
+    names = os.listdir(fd)
+    skip = IGNORED(where, names)
+    for name in sorted(n for n in names if n not in skip):
+        seen["entries"] += 1
+        if seen["entries"] > MAX_ENTRIES:
+            raise _Refused(f"holds more than {MAX_ENTRIES:,} files; hand in the notebook and its weights/ folder")
+        kind = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(kind):
+            raise _Refused(f"holds symbolic links ({name}); hand in plain files")
+        if not (stat.S_ISDIR(kind) or stat.S_ISREG(kind)):
+            raise _Refused(f"holds {name}, which is neither a file nor a folder (a pipe, socket or device); "
+                           f"hand in plain files")
+        child = _open(name, fd, os.O_DIRECTORY if stat.S_ISDIR(kind) else os.O_NONBLOCK)
+        try:
+            info = os.fstat(child)
+            if stat.S_ISDIR(info.st_mode):
+                _copy_folder(child, name, dest / name, seen, limit, depth + 1)
+            elif not stat.S_ISREG(info.st_mode):
+                raise _Refused(f"holds {name}, which is neither a file nor a folder; hand in plain files")
+            elif info.st_nlink > 1:
+                raise _Refused(f"holds a hard link ({name}); hand in plain copies of your files")
+            elif seen["bytes"] + info.st_size > limit:
+                raise _Refused(_too_large(limit))
+            else:
+                _copy_file(child, dest / name, seen, limit)
+                os.utime(dest / name, ns=(info.st_atime_ns, info.st_mtime_ns))
+        finally:
+            os.close(child)
+
+
+def _copy_file(fd: int, dest: Path, seen: dict, limit: int) -> None:
+    with open(fd, "rb", closefd=False) as src, open(dest, "wb") as out:
+        while chunk := src.read(1 << 20):
+            seen["bytes"] += len(chunk)
+            if seen["bytes"] > limit:
+                raise _Refused(_too_large(limit))
+            out.write(chunk)
+
+
+def _copy_then_check(src: Path, dest: Path, limit: int) -> None:
+    """:func:`copy_plain` by path, for systems without descriptor-relative calls: copy, links as links, then check."""
+    if src.is_symlink():
+        raise _Refused(f"holds symbolic links ({src.name}); hand in plain files")
+    shutil.copytree(src, dest, symlinks=True, ignore=IGNORED)
+    found = list(dest.rglob("*"))
+    if links := [p for p in found if p.is_symlink()]:
+        raise _Refused(f"holds symbolic links ({links[0].name}); hand in plain files")
+    if len(found) > MAX_ENTRIES:
+        raise _Refused(f"holds more than {MAX_ENTRIES:,} files; hand in the notebook and its weights/ folder")
+    if sum(p.stat().st_size for p in found if p.is_file()) > limit:
+        raise _Refused(_too_large(limit))
+
+
+def _too_large(limit: int) -> str:
+    return f"more than the {limit / 1e6:.0f} MB allowed; hand in the notebook and its weights/ folder only"
 
 
 def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]:
@@ -44,56 +145,75 @@ def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]
 
     A submission already collected and unchanged is skipped; a changed one is
     replaced only with ``update=True``. Unreadable notebooks are still copied
-    (nothing is lost) and reported; a hand-in holding symbolic links is not
-    copied (a link could make the grader read or overwrite other files), nor
-    one larger than ``MAX_HANDIN_BYTES`` (the notebook and its ``weights/``
-    take a few MB).
+    (nothing is lost) and reported; a hand-in holding symbolic links, hard links,
+    pipes or devices is not copied (a link could make the grader read or overwrite
+    other files), nor one larger than ``MAX_HANDIN_BYTES`` (the notebook and its
+    ``weights/`` take a few MB). A hand-in that cannot be read is a ``skipped`` row;
+    the others are collected all the same.
     Returns one row per student and lab folder: ``student, lab, status, message, late``; ``late`` says how
     late a hand-in came by its ``timestamp.txt`` and ``autograde/term.toml`` (empty when on time or not due).
     """
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise GradingError(f"{folder} is not a folder of submissions (<student>/<lab>/<lab>.ipynb)")
+    found = [(student_dir.name, lab_dir.name, lab_dir)
+             for student_dir in sorted(p for p in folder.iterdir() if p.is_dir())
+             for lab_dir in sorted(p for p in student_dir.iterdir() if p.is_dir())]
+    return collect_hand_ins(course, found, update=update)
+
+
+def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, update: bool = False) -> list[dict]:
+    """:func:`collect` for ``(student, lab, folder)`` triples (the exchange names its folders this way)."""
     labs = set(course.labs())
-    submitted = course.folder("submitted")
     rows = []
     from . import term  # nbgrader's plugins: loaded when collecting, not by `import autograde`
 
     the_term = term.load(course)  # due dates: a late hand-in's row says so ("late")
-    for student_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        student = student_dir.name
-        for lab_dir in sorted(p for p in student_dir.iterdir() if p.is_dir()):
-            row = {"student": student, "lab": lab_dir.name, "status": "collected", "message": "", "late": ""}
-            rows.append(row)
-            notebook = lab_dir / f"{lab_dir.name}.ipynb"
-            dest = submitted / student / lab_dir.name
-            if not STUDENT_ID.match(student):
-                row.update(status="skipped", message="student id must be letters, digits and _.@- only")
-            elif lab_dir.name not in labs:
-                row.update(status="skipped", message=f"unknown lab (labs: {', '.join(sorted(labs))})")
-            elif not notebook.is_file() or notebook.is_symlink():
-                row.update(status="skipped", message=f"no {notebook.name} in {lab_dir}")
-            elif links := _links(lab_dir):
-                row.update(status="skipped", message=f"holds symbolic links ({links[0].name}); hand in plain files")
-            elif (size := _size(lab_dir)) > MAX_HANDIN_BYTES:
-                row.update(status="skipped", message=f"{size / 1e6:.0f} MB, more than the {MAX_HANDIN_BYTES / 1e6:.0f} MB "
-                                                     f"allowed; hand in the notebook and its weights/ folder only")
-            elif dest.exists() and not _differs(lab_dir, dest):
-                row.update(status="unchanged")
-            elif dest.exists() and not update:
-                row.update(status="skipped", message="differs from the copy already collected; "
-                                                     "use --update to replace it")
-            else:
-                if dest.exists():
-                    shutil.rmtree(dest)
-                    row["status"] = "updated"
-                shutil.copytree(lab_dir, dest, ignore=IGNORED, copy_function=shutil.copyfile)
-                if not (dest / "timestamp.txt").exists():
-                    mtime = dt.datetime.fromtimestamp(notebook.stat().st_mtime, dt.timezone.utc)
-                    (dest / "timestamp.txt").write_text(mtime.isoformat())
-            if row["status"] in ("collected", "updated", "unchanged") and (problem := readable(notebook)):
-                row["message"] = f"{problem}; it will fail to grade, ask the student to submit again"
-            if row["status"] in ("collected", "updated", "unchanged") and (
-                    late := term.lateness(course, lab_dir.name, student, the_term)):
-                row["late"] = late.describe()
+    for student, lab, lab_dir in hand_ins:
+        row = {"student": student, "lab": lab, "status": "collected", "message": "", "late": ""}
+        rows.append(row)
+        if not STUDENT_ID.match(student):
+            row.update(status="skipped", message="student id must be letters, digits and _.@- only")
+            continue
+        if lab not in labs:
+            row.update(status="skipped", message=f"unknown lab (labs: {', '.join(sorted(labs))})")
+            continue
+        try:
+            _collect_one(course.folder("submitted") / student / lab, lab_dir, row, update)
+        except _Refused as why:
+            row.update(status="skipped", message=str(why))
+        except OSError as exc:  # vanished or unreadable while copying: this hand-in only
+            row.update(status="skipped", message=f"could not be read ({exc.strerror or exc}); it may have "
+                                                 f"changed while it was collected: collect again")
+        if row["status"] in ("collected", "updated", "unchanged") and (
+                late := term.lateness(course, lab, student, the_term)):
+            row["late"] = late.describe()
     return rows
+
+
+def _collect_one(dest: Path, lab_dir: Path, row: dict, update: bool) -> None:
+    """Copy one hand-in folder to ``dest`` by way of a private copy; ``row`` says what happened."""
+    lab = dest.name
+    with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-collect-")) as scratch:
+        copy = Path(scratch) / lab
+        copy_plain(lab_dir, copy)  # everything below reads this copy, never the student's folder again
+        notebook = copy / f"{lab}.ipynb"
+        if not notebook.is_file():
+            row.update(status="skipped", message=f"no {notebook.name} in {lab_dir}")
+            return
+        if dest.exists() and not _differs(copy, dest):
+            row.update(status="unchanged")
+        elif dest.exists() and not update:
+            row.update(status="skipped", message="differs from the copy already collected; use --update to replace it")
+            return
+        else:
+            if dest.exists():
+                shutil.rmtree(dest)
+                row["status"] = "updated"
+            if not (copy / "timestamp.txt").exists():
+                mtime = dt.datetime.fromtimestamp(notebook.stat().st_mtime, dt.timezone.utc)
+                (copy / "timestamp.txt").write_text(mtime.isoformat())
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(copy, dest)
+    if problem := readable(dest / f"{lab}.ipynb"):
+        row["message"] = f"{problem}; it will fail to grade, ask the student to submit again"

@@ -8,10 +8,11 @@
 Students use what nbgrader gives them in JupyterLab (the Assignment List: fetch, submit, fetch
 feedback). Settings (course id, exchange folder, roster, whether a submission's folder must belong
 to the student it names) come from ``autograde/nbgrader_config.py`` (:func:`settings`), with
-defaults for a single hub. ``collect`` stages the newest submission of every student and hands the
-staging folder to :func:`autograde.collect.collect`, so a hand-in from the exchange gets the same
-checks and messages as one from a folder; on top it says how many times a student submitted and
-which one it kept, flags late submissions and submissions from students not on the roster.
+defaults for a single hub. ``collect`` hands the newest submission of every student to
+:func:`autograde.collect.collect_hand_ins`, so a hand-in from the exchange gets the same checks and
+messages as one from a folder (and is copied without following links: students write these folders);
+on top it says how many times a student submitted and which one it kept, flags late submissions and
+submissions from students not on the roster.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from course_utils import leftovers
 
 from . import term
-from .collect import collect as collect_folder
+from .collect import collect_hand_ins
 from .config import RELEASE_IGNORED
 from .course import CONFIG_NAME, STUDENT_ID, Course, GradingError, checked, nbgrader
 
@@ -235,9 +236,8 @@ def _late(timestamp: dt.datetime, due: dt.datetime | None) -> str:
 def collect(course: Course, s: Settings, labs: list[str] | None = None) -> list[dict]:
     """Collect the newest submission of every student from the exchange into autograde/submitted/.
 
-    The chosen folders are staged as ``<student>/<lab>/`` and collected by
-    :func:`autograde.collect.collect` with ``update=True`` (a newer submission replaces the one
-    collected before; an unchanged one is left alone), so the checks and messages are those of a
+    The chosen folders are collected by :func:`autograde.collect.collect_hand_ins` with ``update=True``
+    (a newer submission replaces the one collected before; an unchanged one is left alone), so the checks and messages are those of a
     folder of hand-ins. Rows: ``student, lab, status, message, note``; ``note`` says how many
     submissions there were and which one was kept, and whether it came late.
     Not collected (status ``skipped``): a submission whose folder belongs to another user than the
@@ -253,31 +253,28 @@ def collect(course: Course, s: Settings, labs: list[str] | None = None) -> list[
         if not by_student:
             continue
         due = None if term.load(course).due(lab) else _duedate(course, lab)  # term.toml's: collect says it
-        with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-exchange-")) as staging:
-            staged, refused = {}, []
-            for student, subs in sorted(by_student.items()):
-                newest = subs[-1]
-                note = ""
-                if len(subs) > 1:
-                    note = (f"submitted {len(subs)} times; kept the newest ({newest.timestamp:%Y-%m-%d %H:%M:%S} UTC), "
-                            f"the {len(subs) - 1} older ignored")
-                if late := _late(newest.timestamp, due):
-                    note = f"{note}; {late}" if note else late
-                row = {"student": student, "lab": lab, "status": "skipped", "message": "", "note": note}
-                if s.check_owner and newest.owner != student:
-                    row["message"] = (f"claims to be from {student} but its folder belongs to {newest.owner}: not "
-                                      f"collected ({newest.path.name}; where every user shares one uid, as on "
-                                      f"Kubernetes, set c.CollectApp.check_owner = False)")
-                    refused.append(row)
-                elif names is not None and student not in names:
-                    row["message"] = f"not on the roster ({s.roster}): not collected"
-                    refused.append(row)
-                else:
-                    link = Path(staging) / student / lab
-                    link.parent.mkdir(parents=True, exist_ok=True)
-                    link.symlink_to(newest.path, target_is_directory=True)  # no copy before the size check
-                    staged[student] = row
-            found = collect_folder(course, Path(staging), update=True) if staged else []
+        chosen, staged, refused = [], {}, []
+        for student, subs in sorted(by_student.items()):
+            newest = subs[-1]
+            note = ""
+            if len(subs) > 1:
+                note = (f"submitted {len(subs)} times; kept the newest ({newest.timestamp:%Y-%m-%d %H:%M:%S} UTC), "
+                        f"the {len(subs) - 1} older ignored")
+            if late := _late(newest.timestamp, due):
+                note = f"{note}; {late}" if note else late
+            row = {"student": student, "lab": lab, "status": "skipped", "message": "", "note": note}
+            if s.check_owner and newest.owner != student:
+                row["message"] = (f"claims to be from {student} but its folder belongs to {newest.owner}: not "
+                                  f"collected ({newest.path.name}; where every user shares one uid, as on "
+                                  f"Kubernetes, set c.CollectApp.check_owner = False)")
+                refused.append(row)
+            elif names is not None and student not in names:
+                row["message"] = f"not on the roster ({s.roster}): not collected"
+                refused.append(row)
+            else:
+                chosen.append((student, lab, newest.path))  # copied without following links (collect.copy_plain)
+                staged[student] = row
+        found = collect_hand_ins(course, chosen, update=True) if chosen else []
         for row in found:
             extra = staged.get(row["student"], {})
             row["note"] = "; ".join(t for t in (extra.get("note", ""), row.pop("late", "")) if t)

@@ -183,9 +183,51 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
     (big / "weights").mkdir()
     with open(big / "weights" / "huge.pt", "wb") as out:  # sparse: no disk used
         out.truncate(autograde.config.MAX_HANDIN_BYTES + 1)
+    # Links, pipes and hard links are refused; the one good hand-in among them is collected all the same.
+    nb = kit.read(toy.folder("source") / LAB / f"{LAB}.ipynb")
+    for student in ("cat", "dan", "eve", "fay"):
+        kit.hand_in(inbox, student, LAB, nb)
+    (inbox / "cat" / LAB / "notes.txt").symlink_to(tmp_path / "elsewhere.txt")
+    os.mkfifo(inbox / "dan" / LAB / "notes")
+    os.link(inbox / "eve" / LAB / f"{LAB}.ipynb", tmp_path / "another-name.ipynb")
     rows = {r["student"]: r for r in autograde.collect(toy, inbox)}
     assert rows["bob"]["status"] == "skipped" and "hand in the notebook and its weights/ folder only" in rows["bob"]["message"]
-    assert not toy.folder("submitted").exists()
+    assert rows["cat"]["status"] == "skipped" and "holds symbolic links (notes.txt)" in rows["cat"]["message"]
+    assert rows["dan"]["status"] == "skipped" and "neither a file nor a folder (a pipe" in rows["dan"]["message"]
+    assert rows["eve"]["status"] == "skipped" and "holds a hard link" in rows["eve"]["message"]
+    assert rows["fay"]["status"] == "collected", rows["fay"]
+    assert sorted(p.name for p in toy.folder("submitted").iterdir()) == ["fay"]
+
+
+def test_collect_never_copies_what_a_link_swapped_in_during_the_copy_points_to(toy, tmp_path):
+    """A student on a hub can change their hand-in folder while it is collected: a file that turns into a link
+    to a file only root may read, again and again, never gets that file copied into the course."""
+    secret = tmp_path / "root-only.txt"
+    token = f"coursekit-secret-{os.getpid()}-{time.time_ns()}"
+    secret.write_text(token)
+    secret.chmod(0o600)
+    inbox = tmp_path / "inbox"
+    folder = kit.hand_in(inbox, "racer", LAB, kit.read(toy.folder("source") / LAB / f"{LAB}.ipynb")).parent
+    flipper = subprocess.Popen([sys.executable, "-c", f"""
+import os
+folder = {str(folder)!r}
+plain, link, name = os.path.join(folder, "p"), os.path.join(folder, "l"), os.path.join(folder, "notes.txt")
+while True:
+    open(plain, "w").write("my notes")
+    os.rename(plain, name)
+    os.symlink({str(secret)!r}, link)
+    os.rename(link, name)
+"""])
+    try:
+        outcomes = set()
+        for _ in range(150):
+            outcomes |= {r["status"] for r in autograde.collect(toy, inbox, update=True)}
+            for path in toy.folder("submitted").rglob("*"):
+                assert not path.is_file() or token not in path.read_text(errors="replace"), path
+    finally:
+        flipper.kill()
+        flipper.wait()
+    assert outcomes & {"collected", "updated", "unchanged"} and "skipped" in outcomes, outcomes  # both were seen
 
 
 def test_autograde_without_generate_says_what_to_run(toy, tmp_path):
