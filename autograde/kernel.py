@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from traitlets import Unicode
@@ -61,6 +62,9 @@ class GradingKernelManager(AsyncSocketKernelManager):
                 env = sandbox.clean_env(env)
                 self._kernel_cwd = str(Path(kw.get("cwd") or os.getcwd()).resolve())
                 _copy_plain_files(Path(self._kernel_cwd), folders["cwd"])
+                # Its outputs reach nbgrader as messages; its own stdout and stderr would be the grader's log file,
+                # which a hand-in could fill without limit or forge lines in.
+                kw["stdout"] = kw["stderr"] = subprocess.DEVNULL
         kw["env"] = env
         return await super()._async_pre_start_kernel(**kw)  # makes the socket folder
 

@@ -72,6 +72,10 @@ def batch(tmp_path_factory) -> kit.Batch:
         "d_printer": kit.insert_before_tests(solved, kit.attack("output_flood")),
         # runs after the first test cell and prints what the kernel kept of it (IPython's input history)
         "e_history": kit.fill(solved, {"mean": code["mean"] + "\nprint('\\n'.join(In))"}),
+        # writes to the kernel process's own stdout and stderr, past IPython's capture
+        "f_raw_fds": kit.insert_before_tests(solved, "import os, sys\nfor fd in {1, 2, *(getattr(s, "
+                                             "'_original_stdstream_copy', None) for s in (sys.stdout, sys.stderr))} - "
+                                             "{None}:\n    os.write(fd, b'RAW-FD-MARKER autograde finished\\n' * 1000)"),
     }
     for student, nb in students.items():
         kit.hand_in(root / "inbox", student, LAB, nb)
@@ -132,6 +136,15 @@ def test_feedback_of_failed_hidden_checks_shows_messages_not_source(batch):
     assert "hidden: one value" in feedback_page(batch.course, "c_wrong")  # the check's own message is shown
     assert "print('\\n'.join(In))" in feedback_page(batch.course, "e_history")  # the history printer ran
     assert publish.HIDDEN_LINE in feedback_page(batch.course, "e_history")
+
+
+def test_the_kernels_own_stdout_and_stderr_reach_no_file_of_the_grader(batch):
+    """Written past IPython (os.write to fds 1 and 2): nbgrader's log of the hand-in would otherwise grow without
+    limit and hold lines the hand-in forged."""
+    assert batch.full_marks("f_raw_fds"), batch.explain("f_raw_fds")
+    logs = list((batch.course.config_dir / "reports" / "logs").rglob("*.log"))
+    assert any(log.stem == "f_raw_fds" for log in logs), logs
+    assert not [log for log in logs if "RAW-FD-MARKER" in log.read_text(errors="replace")]
 
 
 def test_output_is_capped_in_the_graded_notebook_and_the_feedback(batch):
