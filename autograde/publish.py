@@ -1,6 +1,7 @@
 """What goes back out: HTML feedback per student and the grades as CSV."""
 from __future__ import annotations
 
+import html
 import logging
 from pathlib import Path
 
@@ -76,17 +77,20 @@ def scrub(output, hidden: list[str]) -> None:
     def clean(text):
         if isinstance(text, list):
             return [clean(t) for t in text]
+        if isinstance(text, dict):
+            return {key: clean(value) for key, value in text.items()}
         if not isinstance(text, str):
             return text
         for line in hidden:
-            text = text.replace(line, HIDDEN_LINE)
+            for form in dict.fromkeys((line, html.escape(line, quote=False), html.escape(line))):  # as in HTML, SVG
+                text = text.replace(form, HIDDEN_LINE)
         return text
 
     for key in ("text", "evalue", "traceback"):
         if key in output:
             output[key] = clean(output[key])
     for mime, value in output.get("data", {}).items():
-        if mime.startswith("text/") or mime.endswith("json"):
+        if mime.startswith("text/") or mime.endswith(("json", "+xml")):  # image/svg+xml is text too
             output["data"][mime] = clean(value)
 
 

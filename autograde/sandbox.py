@@ -219,7 +219,8 @@ def mount_summary() -> list[str]:
     grader = str(Path(__file__).resolve().parent)
     code = [m for m in course_mounts() if not m.source.startswith(grader + os.sep)]
     files = [m for m in course_mounts() if m.source.endswith(".py") and m.source.startswith(grader + os.sep)]
-    out = system + etc + ["/sys", f"made-up /etc/{{{','.join(MADE_UP_ETC)}}}"] + [m.source for m in code]
+    out = system + etc + ["/sys (without /sys/fs/cgroup)", f"made-up /etc/{{{','.join(MADE_UP_ETC)}}}"]
+    out += [m.source for m in code]
     if files:
         out.append(f"{grader}/*.py ({len(files)} files)")
     out += [m.source for m in course_mounts() if m.source.startswith(grader + os.sep) and not m.source.endswith(".py")]
@@ -361,6 +362,8 @@ def prefix(mounts: list[Mount], *, stage: Path, cgroup_procs: list[str] = (), ch
         elif os.path.isdir(folder):
             args += ["--ro-bind", folder, folder]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--ro-bind", "/sys", "/sys"]
+    if os.path.isdir("/sys/fs/cgroup"):  # the other hand-ins' cgroups are named after them: an empty folder instead
+        args += ["--tmpfs", "/sys/fs/cgroup"]
     for name in ETC_FILES:
         if os.path.lexists(f"/etc/{name}"):
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]

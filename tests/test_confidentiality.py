@@ -153,3 +153,14 @@ def test_output_is_capped_in_the_graded_notebook_and_the_feedback(batch):
     assert notebook.stat().st_size < 3 << 20, notebook.stat().st_size  # it printed 12 MiB
     assert "output cut by the grader" in notebook.read_text()
     assert (batch.course.folder("feedback") / "d_printer" / LAB / f"{LAB}.html").stat().st_size < 4 << 20
+
+
+def test_scrub_finds_hidden_lines_in_every_text_an_output_carries():
+    line = "assert mean([0.5]) == 0.5, 'hidden: one value'"
+    escaped = html.escape(line)
+    output = {"output_type": "display_data", "text": f"x {line}",
+              "data": {"image/svg+xml": f"<svg><text>{escaped}</text></svg>", "text/html": f"<pre>{escaped}</pre>",
+                       "application/json": {"a": line}, "text/plain": [line]}}
+    publish.scrub(output, [line])
+    assert line not in json.dumps(output) and escaped not in json.dumps(output), output
+    assert output["data"]["image/svg+xml"] == f"<svg><text>{publish.HIDDEN_LINE}</text></svg>"
