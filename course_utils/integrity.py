@@ -124,13 +124,26 @@ def _course_problems(roots: tuple[str, ...], problems: list[str]) -> None:
                 problems.append(f"{modname}.{name} was replaced by code from {origin}")
 
 
+def _shell():
+    """The running IPython shell, if any. Not ``builtins.get_ipython``: IPython puts that in only while a cell
+    runs, and the grader asks for this report between cells (``user_expressions``)."""
+    module = sys.modules.get("IPython.core.interactiveshell")
+    cls = getattr(module, "InteractiveShell", None)
+    return cls.instance() if cls is not None and cls.initialized() else None
+
+
+def _own_method(shell, name: str, value) -> bool:
+    """``value`` is the shell class's own method bound to ``shell`` (ipykernel puts one back this way)."""
+    return (isinstance(value, types.MethodType) and value.__self__ is shell
+            and value.__func__ is getattr(type(shell), name, None))
+
+
 def _shell_problems(roots: tuple[str, ...], problems: list[str]) -> None:
-    get_ipython = getattr(builtins, "get_ipython", None)
-    shell = get_ipython() if callable(get_ipython) else None
+    shell = _shell()
     if shell is None:
         return
     for name in SHELL_METHODS:
-        if name in vars(shell):
+        if name in vars(shell) and not _own_method(shell, name, vars(shell)[name]):
             problems.append(f"IPython's {name} was replaced on the shell object")
         origin = _foreign(getattr(type(shell), name, None), roots)
         if origin is not None:

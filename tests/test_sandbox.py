@@ -426,3 +426,28 @@ def test_the_limits_table_in_autograde_readme_is_what_grading_applies(mode):
     seconds = float(submission[:-2]) * 3600 if submission.endswith(" h") else float(submission.removesuffix(" s"))
     assert (int(row[1]), seconds, float(row[3]), int(row[4])) == \
         (limits.cell_timeout, limits.submission_timeout, limits.memory_limit / (1 << 30), limits.process_limit)
+
+
+def test_probe_sees_the_shell_between_cells_as_the_grader_asks():
+    """The grader runs the probe as a user expression, after a cell and outside it, where IPython has taken
+    ``get_ipython`` out of builtins again: the shell checks must still find a clean kernel clean and a hook that
+    cuts the hidden region out of every later cell (an object whose class has ``__call__``)."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    expr = f"__import__('runpy').run_path({str(REPO / 'course_utils' / 'integrity.py')!r})['problems']()"
+
+    def problems_between_cells(code: str) -> list[str]:
+        kc.execute_interactive(code, timeout=60)
+        reply = kc.execute_interactive("", user_expressions={"p": expr}, timeout=60)
+        return eval(reply["content"]["user_expressions"]["p"]["data"]["text/plain"])
+
+    try:
+        assert problems_between_cells("import torch\nfrom course_utils import grading") == []
+        hook = ("class Cut:\n    def __call__(self, lines):\n        return [l for l in lines if 'HIDDEN' not in l]\n"
+                "get_ipython().input_transformers_cleanup.append(Cut())")
+        found = problems_between_cells(hook)
+        assert any("input_transformers_cleanup hook" in p for p in found), found
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
