@@ -43,7 +43,7 @@ class RefusedArchive(ValueError):
 
 
 def problems(path: Path) -> list[str]:
-    """What makes ``path`` more than a plain exported model (nothing is loaded or run to find out)."""
+    """What makes ``path`` more than a plain exported model (nothing in it runs to find out)."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -57,8 +57,7 @@ def problems(path: Path) -> list[str]:
                      if not (name.endswith("/") or EXPECTED_FILE.fullmatch(name[len(top):]))]
             for config in ("data/weights/model_weights_config.json", "data/constants/model_constants_config.json"):
                 if top + config in names:
-                    found += [f"{config}: {entry} is stored with pickle"
-                              for entry in _pickled(archive.read(top + config))]
+                    found += [f"{config}: {why}" for why in _entry_problems(archive.read(top + config))]
             if top + "models/model.json" not in names:
                 return found + ["no models/model.json"]
             targets = set(_targets(archive.read(top + "models/model.json")))
@@ -73,11 +72,15 @@ def problems(path: Path) -> list[str]:
         return [f"not a readable archive ({type(exc).__name__}: {str(exc)[:100]})"]
 
 
-def _pickled(config: bytes) -> Iterator[str]:
+def _entry_problems(config: bytes) -> Iterator[str]:
+    """Entries of a weights or constants table that are pickled or stored as anything but raw tensors."""
     entries = json.loads(config).get("config", {})
     for name, meta in entries.items() if isinstance(entries, dict) else ():
+        name = str(name)[:100]
         if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
-            yield str(name)[:100]
+            yield f"{name} is stored with pickle"
+        elif not re.fullmatch(r"(weight|tensor)_\d+", str(meta.get("path_name"))):
+            yield f"{name} is stored as {str(meta.get('path_name'))[:100]}, not as a tensor"
 
 
 def _targets(program: bytes) -> Iterator[str]:

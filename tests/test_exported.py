@@ -104,6 +104,12 @@ def hostile_archives(tmp_path: Path, marker: Path) -> dict[str, tuple[Path, str]
             files[name] = json.dumps(program).encode()
         return change
 
+    def renamed_entry(files):
+        config = member(files, "weights/model_weights_config.json")
+        table = json.loads(files[config])
+        next(iter(table["config"].values()))["path_name"] = "custom_obj_0"
+        files[config] = json.dumps(table).encode()
+
     def extra(files):
         top = next(iter(files)).split("/", 1)[0]
         files[f"{top}/data/constants/opaque_obj_0"] = pickled(Payload(code))
@@ -117,6 +123,7 @@ def hostile_archives(tmp_path: Path, marker: Path) -> dict[str, tuple[Path, str]
         "python function": (graph("torch.os.system", [string]), "the graph calls torch.os.system"),
         "printing operator": (graph("torch.ops.aten._print.default", [string]), "calls torch.ops.aten._print"),
         "opaque object": (extra, "unexpected file"),
+        "entry not stored as a tensor": (renamed_entry, "is stored as custom_obj_0, not as a tensor"),
         "pickled sample inputs": (sample_inputs, "sample inputs that are not plain tensors"),
     }
     return {name: (rewrite(export(tmp_path, name=f"{i}.pt2"), change), why)
