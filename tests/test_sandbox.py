@@ -430,20 +430,27 @@ def test_the_limits_table_in_autograde_readme_is_what_grading_applies(mode):
 
 def test_probe_sees_the_shell_between_cells_as_the_grader_asks():
     """The grader runs the probe as a user expression, after a cell and outside it, where IPython has taken
-    ``get_ipython`` out of builtins again: the shell checks must still find a clean kernel clean and a hook that
-    cuts the hidden region out of every later cell (an object whose class has ``__call__``)."""
+    ``get_ipython`` out of builtins again: the shell checks must still find a hook that cuts the hidden region
+    out of every later cell (an object whose class has ``__call__``), and nothing in a kernel where a student
+    only used what notebooks commonly use (magics and extensions that register IPython hooks of their own)."""
     from jupyter_client.manager import start_new_kernel
 
     km, kc = start_new_kernel(kernel_name="python3")
     expr = f"__import__('runpy').run_path({str(REPO / 'course_utils' / 'integrity.py')!r})['problems']()"
 
     def problems_between_cells(code: str) -> list[str]:
-        kc.execute_interactive(code, timeout=60)
-        reply = kc.execute_interactive("", user_expressions={"p": expr}, timeout=60)
+        kc.execute_interactive(code, timeout=120, output_hook=lambda msg: None)
+        reply = kc.execute_interactive("", user_expressions={"p": expr}, timeout=60, output_hook=lambda msg: None)
         return eval(reply["content"]["user_expressions"]["p"]["data"]["text/plain"])
 
     try:
-        assert problems_between_cells("import torch\nfrom course_utils import grading") == []
+        usual = ["import torch\nfrom course_utils import grading", "%load_ext autoreload\n%autoreload 2",
+                 "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()",
+                 "%config InlineBackend.figure_format = 'retina'", "from tqdm.auto import tqdm\nlist(tqdm(range(3)))",
+                 "%timeit -n1 -r1 sum(range(10))", "%%time\nx = 1", "%xmode Minimal", "!echo hi",
+                 "from IPython.display import HTML, clear_output, display\ndisplay(HTML('<b>x</b>')); clear_output()"]
+        for code in usual:
+            assert problems_between_cells(code) == [], code
         hook = ("class Cut:\n    def __call__(self, lines):\n        return [l for l in lines if 'HIDDEN' not in l]\n"
                 "get_ipython().input_transformers_cleanup.append(Cut())")
         found = problems_between_cells(hook)
