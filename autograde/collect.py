@@ -53,7 +53,7 @@ def _open(name: str, dir_fd: int | None, flags: int) -> int:
         return os.open(name, _OPEN | flags, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-            raise _Refused(f"holds symbolic links ({Path(name).name}); hand in plain files") from None
+            raise _link(Path(name).name) from None
         raise
 
 
@@ -88,24 +88,23 @@ def _copy_folder(fd: int, where: str, dest: Path, seen: dict, limit: int, depth:
     for name in sorted(n for n in names if n not in skip):
         seen["entries"] += 1
         if seen["entries"] > MAX_ENTRIES:
-            raise _Refused(f"holds more than {MAX_ENTRIES:,} files; hand in the notebook and its weights/ folder")
+            raise _too_many()
         kind = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
         if stat.S_ISLNK(kind):
-            raise _Refused(f"holds symbolic links ({name}); hand in plain files")
+            raise _link(name)
         if not (stat.S_ISDIR(kind) or stat.S_ISREG(kind)):
-            raise _Refused(f"holds {name}, which is neither a file nor a folder (a pipe, socket or device); "
-                           f"hand in plain files")
+            raise _special(name)
         child = _open(name, fd, os.O_DIRECTORY if stat.S_ISDIR(kind) else os.O_NONBLOCK)
         try:
             info = os.fstat(child)
             if stat.S_ISDIR(info.st_mode):
                 _copy_folder(child, name, dest / name, seen, limit, depth + 1)
             elif not stat.S_ISREG(info.st_mode):
-                raise _Refused(f"holds {name}, which is neither a file nor a folder; hand in plain files")
+                raise _special(name)
             elif info.st_nlink > 1:
                 raise _Refused(f"holds a hard link ({name}); hand in plain copies of your files")
             elif seen["bytes"] + info.st_size > limit:
-                raise _Refused(_too_large(limit))
+                raise _too_large(limit)
             else:
                 _copy_file(child, dest / name, seen, limit)
                 os.utime(dest / name, ns=(info.st_atime_ns, info.st_mtime_ns))
@@ -118,26 +117,39 @@ def _copy_file(fd: int, dest: Path, seen: dict, limit: int) -> None:
         while chunk := src.read(1 << 20):
             seen["bytes"] += len(chunk)
             if seen["bytes"] > limit:
-                raise _Refused(_too_large(limit))
+                raise _too_large(limit)
             out.write(chunk)
 
 
 def _copy_then_check(src: Path, dest: Path, limit: int) -> None:
     """:func:`copy_plain` by path, for systems without descriptor-relative calls: copy, links as links, then check."""
     if src.is_symlink():
-        raise _Refused(f"holds symbolic links ({src.name}); hand in plain files")
+        raise _link(src.name)
     shutil.copytree(src, dest, symlinks=True, ignore=IGNORED)
     found = list(dest.rglob("*"))
     if links := [p for p in found if p.is_symlink()]:
-        raise _Refused(f"holds symbolic links ({links[0].name}); hand in plain files")
+        raise _link(links[0].name)
     if len(found) > MAX_ENTRIES:
-        raise _Refused(f"holds more than {MAX_ENTRIES:,} files; hand in the notebook and its weights/ folder")
+        raise _too_many()
     if sum(p.stat().st_size for p in found if p.is_file()) > limit:
-        raise _Refused(_too_large(limit))
+        raise _too_large(limit)
 
 
-def _too_large(limit: int) -> str:
-    return f"more than the {limit / 1e6:.0f} MB allowed; hand in the notebook and its weights/ folder only"
+def _link(name: str) -> _Refused:
+    return _Refused(f"holds symbolic links ({name}); hand in plain files")
+
+
+def _special(name: str) -> _Refused:
+    return _Refused(f"holds {name}, which is neither a file nor a folder (a pipe, socket or device); "
+                    f"hand in plain files")
+
+
+def _too_many() -> _Refused:
+    return _Refused(f"holds more than {MAX_ENTRIES:,} files; hand in the notebook and its weights/ folder")
+
+
+def _too_large(limit: int) -> _Refused:
+    return _Refused(f"more than the {limit / 1e6:.0f} MB allowed; hand in the notebook and its weights/ folder only")
 
 
 def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]:
