@@ -6,7 +6,8 @@ Modules, one concern each: ``course`` (the course folder and settings),
 ``jobs`` chooses, ``worker`` grades one hand-in, ``record`` merges and reports),
 ``cluster`` (the Dask cluster; every worker runs the client's kit code),
 ``sandbox`` (the allowlist sandbox: bubblewrap, the grading user), ``cgroups``
-(memory and process limits), ``leftovers`` (what a grader that died left behind),
+(memory and process limits; with ``course_utils.leftovers``, what a grader that
+died left behind), ``disk`` (the disk limit: a size-limited tmpfs),
 ``kernel`` (the kernel manager nbgrader uses), ``execute`` (nbgrader's Execute
 step, hardened), ``scorer`` (scores computed outside the kernel),
 ``gradebook`` (merging results), ``report`` and ``classstate`` (the class's state),

@@ -100,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
                         f"in {default.mode})")
     s.add_argument("--process-limit", type=int,
                    help=f"processes and threads per submission (default: {config.PROCESS_LIMIT})")
+    s.add_argument("--disk-limit", type=parse_size,
+                   help=f"what a submission may write to disk, its working copy and exported models together, "
+                        f"e.g. 2G (default: {config.DISK_LIMIT}; it is held in memory and counts in --memory-limit)")
     s.add_argument("--no-sandbox", dest="sandbox", action="store_false", default=None,
                    help="run submissions with the grader's rights (not for real hand-ins)")
     s.add_argument("--sandbox", dest="sandbox", action="store_true", help="fail unless bubblewrap works")
@@ -152,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                                      force=args.force, mode=args.mode, cell_timeout=args.cell_timeout,
                                      submission_timeout=args.submission_timeout, sandboxed=args.sandbox,
                                      memory=args.memory_limit, processes=args.process_limit,
+                                     disk=args.disk_limit,
                                      scheduler=args.scheduler, progress=sys.stderr.isatty(),
                                      on_result=_print_result, handed_in=args.handed_in, audit_share=args.audit,
                                      audit_seed=args.audit_seed)

@@ -32,6 +32,10 @@ TIME_LIMITS = {mode: (CELL_TIME_LIMITS[mode], SUBMISSION_LIMITS[mode]) for mode 
 # measured yet: its figure leaves room.
 MEMORY_LIMITS = {"smoke": "4G", "laptop": "6G", "full": "8G"}
 PROCESS_LIMIT = 256      # processes and threads per submission
+# Disk per submission: its working copy and its exported models together (autograde.disk), in memory, so it
+# counts in the memory limit too. A hand-in needs its notebook, its weights (at most MAX_HANDIN_BYTES) and
+# the models its hidden tests export (lab 5's largest is under 20 MB).
+DISK_LIMIT = "1G"
 SCORER_TIMEOUT = 600     # seconds for scoring one submission's exported models
 # Files nbgrader never copies (CourseDirectory.ignore): caches, exported models, datasets. Handed-in
 # weights (weights/*.pt) do travel from submitted/ to autograded/; releases leave them out.
@@ -61,13 +65,14 @@ class Settings:
 
 @dataclass(frozen=True)
 class Limits:
-    """What one hand-in may take in a mode: seconds per cell and per submission, memory, processes."""
+    """What one hand-in may take in a mode: seconds per cell and per submission, memory, processes, disk."""
 
     mode: str
     cell_timeout: int
     submission_timeout: float
     memory_limit: int    # bytes, for the kernel and everything it starts
     process_limit: int   # processes and threads
+    disk_limit: int      # bytes its working copy and exported models may take (autograde.disk)
     fixed: frozenset[str] = field(default=frozenset())  # time limits the instructor set: never scaled
 
     def for_threads(self, threads: int) -> Limits:
@@ -96,7 +101,8 @@ def limits(mode: str) -> Limits:
         raise SettingError(f"mode {mode!r}: use one of {', '.join(MODES)}")
     cell, submission = TIME_LIMITS[mode]
     return Limits(mode=mode, cell_timeout=cell, submission_timeout=float(submission),
-                  memory_limit=parse_size(MEMORY_LIMITS[mode]), process_limit=PROCESS_LIMIT)
+                  memory_limit=parse_size(MEMORY_LIMITS[mode]), process_limit=PROCESS_LIMIT,
+                  disk_limit=parse_size(DISK_LIMIT))
 
 
 def parse_size(text: str | int) -> int:

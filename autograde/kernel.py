@@ -7,7 +7,8 @@ autograde`` sets it per submission) the kernel runs under bubblewrap and in the
 submission's cgroups, as the grading user, with a clean environment (see
 :mod:`autograde.sandbox`), talks to nbgrader over unix sockets (it has no
 network), works in a private copy of its folder, and may write only there and
-to the folder where :func:`course_utils.grading.check_accuracy` exports models.
+to the folder where :func:`course_utils.grading.check_accuracy` exports models (both in a
+size-limited box, :mod:`autograde.disk`).
 """
 from __future__ import annotations
 
@@ -25,9 +26,15 @@ from . import sandbox
 from .sandbox import SANDBOX_VAR, Mount
 
 
+def work_box(work: Path) -> Path:
+    """The folder that holds everything a submission may write: a size-limited tmpfs where the grader can
+    mount one (:mod:`autograde.disk`)."""
+    return work / "box"
+
+
 def work_folders(work: Path) -> dict[str, Path]:
-    """The per-submission folders the kernel may write to: its working copy and the exported models."""
-    return {"cwd": work / "cwd", "models": work / "models"}
+    """The per-submission folders the kernel may write to, in its box: its working copy and the exported models."""
+    return {"cwd": work_box(work) / "cwd", "models": work_box(work) / "models"}
 
 
 class GradingKernelManager(AsyncSocketKernelManager):

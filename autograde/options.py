@@ -46,6 +46,7 @@ class RunOptions:
     limits: config.Limits
     sandbox: bool
     cgroups: bool
+    disk: bool             # each hand-in writes to a size-limited tmpfs (autograde.disk)
     threads: int = 1       # OMP/MKL threads of each hand-in's processes where slots_by_host does not say
     handed_in: bool = False
     audit_share: float = 0.0
@@ -58,7 +59,7 @@ class RunOptions:
     @classmethod
     def build(cls, course: Course, *, mode: str | None = None, cell_timeout: int | None = None,
               submission_timeout: float | None = None, sandboxed: bool | None = None, memory: int | None = None,
-              processes: int | None = None, workers: int = 1, handed_in: bool = False, audit_share: float = 0.0,
+              processes: int | None = None, disk: int | None = None, workers: int = 1, handed_in: bool = False, audit_share: float = 0.0,
               audit_seed: int | None = None) -> RunOptions:
         """The options for a run in ``mode`` (default: :func:`autograde.config.settings`);
         ``sandboxed=None`` uses what the machine offers, ``True`` fails without bubblewrap."""
@@ -68,6 +69,7 @@ class RunOptions:
         limits = replace(limits, cell_timeout=cell_timeout or limits.cell_timeout,
                          submission_timeout=submission_timeout or limits.submission_timeout,
                          memory_limit=memory or limits.memory_limit, process_limit=processes or limits.process_limit,
+                         disk_limit=disk or limits.disk_limit,
                          fixed=frozenset(name for name, given in (("cell_timeout", cell_timeout),
                                                                  ("submission_timeout", submission_timeout)) if given))
         found = sandbox.support()
@@ -78,7 +80,7 @@ class RunOptions:
         return cls(course_root=course.root, course_id=names["course_id"], config_dir=course.config_dir,
                    source=course.folder("source"), submitted=course.folder("submitted"),
                    autograded=course.folder("autograded"), db=course.db_path(), mode=limits.mode, limits=limits,
-                   sandbox=use_bwrap, cgroups=use_bwrap and found.cgroups,
+                   sandbox=use_bwrap, cgroups=use_bwrap and found.cgroups, disk=use_bwrap and found.disk,
                    threads=cores_per_hand_in(workers), handed_in=handed_in,
                    audit_share=audit_share, audit_seed=audit_seed,
                    passed_env={v: os.environ[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if v in os.environ})
@@ -143,6 +145,8 @@ class RunOptions:
         how = f" from their handed-in weights ({audited} re-trained as an audit)" if self.handed_in else ""
         box = (f", {human_bytes(lim.memory_limit)} and {lim.process_limit} processes, sandboxed"
                if self.cgroups else (", sandboxed without limits" if self.sandbox else ""))
+        if self.sandbox:
+            box += f", {human_bytes(lim.disk_limit)} of disk" if self.disk else ", disk not limited"
         env = self.env()
         known = local or "OMP_NUM_THREADS" in self.passed_env  # else each worker machine has its own share
         scaled = self.hand_in_limits(env) if known else lim.for_threads(1)  # remote: would one thread change them?

@@ -36,7 +36,7 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
               workers: int | None = None, force: bool = False, mode: str | None = None,
               cell_timeout: int | None = None, submission_timeout: float | None = None,
               sandboxed: bool | None = None, memory: int | None = None, processes: int | None = None,
-              scheduler: str | None = None, progress: bool = False, on_result=None, handed_in: bool = False,
+              disk: int | None = None, scheduler: str | None = None, progress: bool = False, on_result=None, handed_in: bool = False,
               audit_share: float = 0.0, audit_seed: int | None = None) -> list[Result]:
     """Grade collected submissions as Dask tasks; the gradebook gets every result, merged one at a time.
 
@@ -53,8 +53,8 @@ def autograde(course: Course, labs: list[str] | None = None, *, students: list[s
     """
     workers = max(1, workers or default_workers())
     options = RunOptions.build(course, mode=mode, cell_timeout=cell_timeout, submission_timeout=submission_timeout,
-                               sandboxed=sandboxed, memory=memory, processes=processes, workers=workers,
-                               handed_in=handed_in, audit_share=audit_share, audit_seed=audit_seed)
+                               sandboxed=sandboxed, memory=memory, processes=processes, disk=disk,
+                               workers=workers, handed_in=handed_in, audit_share=audit_share, audit_seed=audit_seed)
     return run(course, options, labs, students=students, force=force, workers=workers, scheduler=scheduler,
                progress=progress, on_result=on_result, warn_unsandboxed=sandboxed is None)
 

@@ -19,7 +19,8 @@ starts, so even a path the allowlist forgot would be readable only where the
 world may read it. What that user cannot reach on the host (a Python under
 ``/root``) is bind-mounted for it in a private mount namespace that ends with
 the sandbox. Memory and the number of processes and threads are capped by a
-cgroup per submission (:mod:`autograde.cgroups`).
+cgroup per submission (:mod:`autograde.cgroups`), disk by a size-limited tmpfs for
+the folders it writes (:mod:`autograde.disk`).
 Where either is missing, grading still works, unprotected, and
 :func:`support` says so in words.
 """
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from course_utils import leftovers
 
-from . import cgroups
+from . import cgroups, disk
 
 SANDBOX_VAR = "COURSE_SANDBOX"  # JSON for the kernel manager: work and scratch folders, mounts, cgroups (kernel_plan)
 PLAN_VERSION = 3                 # of that JSON: a kernel manager refuses a plan it does not know
@@ -118,12 +119,15 @@ def identity() -> Identity:
 
 @dataclass(frozen=True)
 class Support:
-    """What this machine offers: a working ``bwrap`` (as the grading user) and writable cgroup v1 controllers."""
+    """What this machine offers: a working ``bwrap`` (as the grading user), writable cgroup v1 controllers,
+    size-limited folders (a tmpfs root may mount)."""
 
     bwrap: str | None
     bwrap_problem: str
     cgroups: bool
     cgroups_problem: str
+    disk: bool
+    disk_problem: str
 
     def findings(self) -> list[tuple[str, str]]:
         """(what is missing, its fix) per missing protection (empty when fully sandboxed)."""
@@ -137,6 +141,10 @@ class Support:
         if not self.cgroups:
             out.append((f"NO LIMITS: memory and process limits are not enforced ({self.cgroups_problem})",
                         "grade as root on Linux with cgroup v1 memory and pids controllers"))
+        if self.bwrap and not self.disk:
+            out.append((f"NO DISK LIMIT: a hand-in can fill the disk of the temp folder ({self.disk_problem})",
+                        "grade as root on Linux (util-linux's `mount` makes the size-limited folders), or point "
+                        "TMPDIR at a partition of its own"))
         return out
 
     def warnings(self) -> list[str]:
@@ -160,7 +168,8 @@ def _bwrap_problem(path: str | None) -> str:
 
 @functools.cache
 def support() -> Support:
-    """Probe bubblewrap (an empty sandbox, started exactly as grading starts one) and cgroups, once per process."""
+    """Probe bubblewrap (an empty sandbox, started exactly as grading starts one), cgroups and size-limited
+    folders, once per process."""
     path = shutil.which("bwrap")
     missing = [tool for tool in ("unshare", "mount", "setpriv") if os.geteuid() == 0 and not shutil.which(tool)]
     try:
@@ -172,8 +181,10 @@ def support() -> Support:
     else:
         bwrap_problem = _bwrap_problem(path)
     cgroups_problem = cgroups.problem()
+    disk_problem = disk.problem()
     return Support(bwrap=path if not bwrap_problem else None, bwrap_problem=bwrap_problem,
-                   cgroups=not cgroups_problem, cgroups_problem=cgroups_problem)
+                   cgroups=not cgroups_problem, cgroups_problem=cgroups_problem,
+                   disk=not disk_problem, disk_problem=disk_problem)
 
 
 def namespace_args() -> list[str]:
@@ -390,6 +401,7 @@ def prefix(mounts: list[Mount], *, stage: Path, cgroup_procs: list[str] = (), ch
         return join_cgroup(list(cgroup_procs), args)
     script = "".join(f"echo $$ > {shlex.quote(f)} || exit 97; " for f in cgroup_procs)
     script += "".join(f"mount --bind {shlex.quote(src)} {shlex.quote(dst)} || exit 98; " for src, dst in staged.items())
+    script += disk.detach_others(stage)  # other hand-ins' boxes: not held here while this sandbox runs
     script += f'exec setpriv --reuid={who.uid} --regid={who.gid} --clear-groups -- "$@"'
     return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sandbox", *args]
 

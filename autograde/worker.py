@@ -26,13 +26,13 @@ from nbformat import NotebookNode
 from course_utils import leftovers
 from course_utils.modes import env_threads
 
-from . import audit, cgroups, config, execute, gradebook, publish, sandbox, scorer
+from . import audit, cgroups, config, disk, execute, gradebook, publish, sandbox, scorer
 from .cluster import check_task
 from .collect import readable
 from .config import SCORER_TIMEOUT
 from .course import GradingError
 from .execute import INTEGRITY_ERROR, KERNEL_DIED, error_output
-from .kernel import work_folders
+from .kernel import work_box, work_folders
 from .options import Job, RunOptions
 
 DONE = "autograde finished:"  # last line of a submission's log once its result is recorded
@@ -246,9 +246,7 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
         Path(result.log).write_text(problem + "\n")
         result.fail(problem)
         return result
-    for folder in work_folders(work).values():
-        folder.mkdir(parents=True, exist_ok=True)
-    gradebook.copy_db(options.db, work / "gradebook.db")
+    box = work_box(work) if options.disk else None
     env = options.env(quick=quick)
     result.threads = env_threads(env)
     lim = options.hand_in_limits(env)
@@ -259,6 +257,11 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
     cgroup: cgroups.Cgroup | None = None
     scratch: Path | None = None
     try:
+        if box is not None:  # what it writes: at most the disk limit, in memory
+            disk.mount(box, lim.disk_limit)
+        for folder in work_folders(work).values():
+            folder.mkdir(parents=True, exist_ok=True)
+        gradebook.copy_db(options.db, work / "gradebook.db")
         if options.cgroups:
             cgroup = cgroups.Cgroup(f"{job.lab}-{job.student}", memory=lim.memory_limit, processes=lim.process_limit)
         if options.sandbox:
@@ -278,13 +281,21 @@ def grade_one(options: RunOptions, job: Job, work: Path, *, quick: bool = False,
             _crashed(result, lim, breaches, execute.read_events(events))
         else:
             _graded(result, options, job, work, graded, breaches, cgroup, scratch, lim, execute.read_events(events))
+        if box is not None and disk.full(box):
+            result.notes.append(f"it filled its {cgroups.human_bytes(lim.disk_limit)} of disk (the limit for its "
+                                f"working copy and exported models): its writes failed from then on")
         result.seconds = time.perf_counter() - start
+    except disk.DiskError as exc:
+        Path(result.log).write_text(f"{exc}\n")
+        result.fail(str(exc))
     finally:
         if cgroup is not None:
             result.peak_memory = cgroup.peak_memory()
             cgroup.close()
         if scratch is not None:  # the kernel's sockets and the stages, however nbgrader ended
             shutil.rmtree(scratch, ignore_errors=True)
+        if box is not None:  # after the cgroup: nothing of the hand-in runs any more
+            disk.unmount(box)
     return result
 
 
@@ -328,8 +339,9 @@ def _audit(options: RunOptions, job: Job, work_root: Path, result: Result) -> No
 
 def sweep_leftovers() -> list[str]:
     """Remove what processes of the kit that died left behind (:mod:`course_utils.leftovers`): grading
-    workers' work and scratch folders and cgroups, the instructor's commands' folders, kernels' socket
-    folders. Returns their names."""
+    workers' work and scratch folders, their boxes' mounts and their cgroups, the instructor's commands'
+    folders, kernels' socket folders. Returns their names."""
+    disk.release_stale()  # first: a work folder with a box still mounted in it cannot be removed
     folders = {Path(tempfile.gettempdir()), Path(sandbox.scratch_parent())}  # where grade_task and grade_one make them
     removed = [p.name for f in folders for p in leftovers.sweep(f, (leftovers.KIT_PREFIX,))]
     return removed + cgroups.sweep()

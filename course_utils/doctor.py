@@ -417,10 +417,12 @@ def check_grading(report: Report) -> None:
         report.add("grading limits", f"{mode} mode ({how}); by default {workers} hand-in(s) at "
                                      f"once here, {threads} thread(s) each: {lim.cell_timeout} s per cell, "
                                      f"{lim.submission_timeout:.0f} s per submission, "
-                                     f"{lim.memory_limit / (1 << 30):g} GiB, {lim.process_limit} processes")
+                                     f"{lim.memory_limit / (1 << 30):g} GiB, {lim.process_limit} processes, "
+                                     f"{lim.disk_limit / (1 << 30):g} GiB of disk")
     found = sandbox.support()
-    report.add("grading", "sandboxed (bubblewrap" + (", memory and process limits)" if found.cgroups else
-                                                     "; limits NOT enforced)")
+    limits = ["memory", "process"] * found.cgroups + ["disk"] * found.disk
+    named = " and ".join(filter(None, [", ".join(limits[:-1]), limits[-1]])) if limits else ""
+    report.add("grading", "sandboxed (bubblewrap" + (f", {named} limits)" if limits else "; limits NOT enforced)")
                if found.bwrap else "UNSANDBOXED: hand-ins would run with the grader's rights")
     for what, fix in found.findings():
         report.warning(what, fix)
@@ -428,7 +430,10 @@ def check_grading(report: Report) -> None:
         return
     report.add("grading user", sandbox.identity().describe())
     report.add("sandbox reads", ", ".join(sandbox.mount_summary()))
-    report.add("sandbox writes", "its own copy of the hand-in's folder and its exported models; /tmp in memory")
+    limit = (f"together at most {config.parse_size(config.DISK_LIMIT) / (1 << 30):g} GiB (a size-limited folder "
+             f"in memory)" if found.disk else "NOT limited in size")
+    report.add("sandbox writes", f"its own copy of the hand-in's folder and its exported models, {limit}; "
+                                 f"/tmp in memory")
     if problem := sandbox.probe_python():
         report.problem(f"Python does not start in the grading sandbox: {problem}",
                        "make the Python environment and the course's code readable by all users "

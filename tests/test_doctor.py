@@ -266,11 +266,11 @@ def test_missing_grading_packages_are_named(monkeypatch):
 
 @pytest.mark.parametrize("cores, line", [
     (2, "laptop mode (the default); by default 2 hand-in(s) at once here, 1 thread(s) each: 5400 s per cell, "
-        "7200 s per submission, 6 GiB, 256 processes"),
+        "7200 s per submission, 6 GiB, 256 processes, 1 GiB of disk"),
     (4, "laptop mode (the default); by default 4 hand-in(s) at once here, 1 thread(s) each: 5400 s per cell, "
-        "7200 s per submission, 6 GiB, 256 processes"),
+        "7200 s per submission, 6 GiB, 256 processes, 1 GiB of disk"),
     (32, "laptop mode (the default); by default 8 hand-in(s) at once here, 4 thread(s) each: 2700 s per cell, "
-         "3600 s per submission, 6 GiB, 256 processes")])
+         "3600 s per submission, 6 GiB, 256 processes, 1 GiB of disk")])
 def test_grading_report_states_the_limits_a_hand_in_gets_here(monkeypatch, cores, line):
     """An instructor sees before grading what each hand-in gets on this machine by default: the time limits are
     for two threads, and a hand-in with one (one per core) gets twice the time; a bad grading mode is a problem."""

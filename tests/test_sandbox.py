@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import os
 import re
@@ -19,7 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from autograde import cgroups, sandbox, scorer, worker
+from autograde import cgroups, disk, sandbox, scorer, worker
+from autograde.sandbox import Mount
 from autograde.course import Course
 from course_utils import checks, grading, kernels, leftovers
 from course_utils.modes import MODES
@@ -173,17 +175,52 @@ def test_process_limit_stops_a_fork_bomb():
 
 
 @needs("cgroups")
-def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not(monkeypatch):
-    """A grader killed mid-hand-in leaves its folders (a kernel's socket folder too) and a cgroup with a process
-    in it; the sweep removes those, and leaves the live grader's and other programs' alone."""
+def test_a_box_holds_its_size_and_a_sandbox_holds_no_other_hand_ins_box(tmp_path):
+    """A box refuses writes past its size; a sandbox's private mount namespace (where root starts bwrap) keeps its
+    own box's binds and lets go of every other box, so another hand-in's box is freed when that hand-in ends."""
+    mine, other = tmp_path / "mine" / "box", tmp_path / "other" / "box"
+    disk.mount(mine, 4 << 20)
+    disk.mount(other, 4 << 20)
+    try:
+        with pytest.raises(OSError) as full:
+            (mine / "junk").write_bytes(b"x" * (5 << 20))
+        assert full.value.errno == errno.ENOSPC and disk.full(mine) and not disk.full(other)
+        stage = sandbox.new_stage()
+        (mine / "cwd").mkdir()
+        prefix = sandbox.prefix([Mount.same(mine / "cwd", writable=True)], stage=stage)
+        proc = subprocess.Popen([*prefix, "sleep", "30"])
+        try:
+            deadline = time.monotonic() + 30
+            while "bwrap" not in Path(f"/proc/{proc.pid}/comm").read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)  # unshare, then sh, setpriv and bwrap, each exec'd in the same process
+            held = Path(f"/proc/{proc.pid}/mounts").read_text()
+        finally:
+            proc.kill()
+            proc.wait()
+            shutil.rmtree(stage, ignore_errors=True)
+        boxes = [line.split()[1] for line in held.splitlines() if line.startswith(disk.FS_NAME + " ")]
+        assert boxes and all(b.startswith(str(stage)) for b in boxes), boxes
+    finally:
+        disk.unmount(mine)
+        disk.unmount(other)
+    assert not os.path.ismount(mine) and not os.path.ismount(other)
 
-    code = ("import subprocess, sys, tempfile, time\nfrom autograde import cgroups, sandbox\nfrom course_utils import leftovers\n"
+
+@needs("cgroups")
+def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not(monkeypatch):
+    """A grader killed mid-hand-in leaves its folders (a kernel's socket folder too, a box still mounted in its
+    work folder) and a cgroup with a process in it; the sweep removes those, and leaves the live grader's and
+    other programs' alone."""
+
+    code = ("import pathlib, subprocess, sys, tempfile, time\nfrom autograde import cgroups, disk, sandbox\n"
+            "from course_utils import leftovers\n"
             "from course_utils import kernels\n"
             "group = cgroups.Cgroup('test-sweep', memory=64 << 20, processes=8)\n"
             "subprocess.Popen(sandbox.join_cgroup(group.procs_files, ['sleep', '300']), start_new_session=True, "
             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
             "while not group.pids():\n    time.sleep(0.01)\n"
             "work = tempfile.mkdtemp(prefix=leftovers.tag(sys.argv[1]))\n"
+            "disk.mount(pathlib.Path(work) / 'box', 1 << 20)\n"
             "km = kernels.SocketKernelManager()\nassert km.use_sockets()\n"
             "print(group.name, sandbox.new_scratch(), work, km.socket_folder, flush=True)\n"
             "sys.stdin.read()  # until the test has looked: then it dies without cleaning up")
@@ -193,6 +230,7 @@ def test_what_a_dead_grader_left_is_swept_and_a_live_ones_is_not(monkeypatch):
     dead_group = [cgroups.ROOT / c / cgroups.PARENT / name for c in cgroups.CONTROLLERS]
     sleeper = {int(pid) for folder in dead_group for pid in (folder / "cgroup.procs").read_text().split()}
     assert sleeper and Path(scratch).is_dir() and Path(work).is_dir() and Path(sockets).is_dir()
+    assert os.path.ismount(Path(work) / "box")
     grader.stdin.close()
     assert grader.wait(timeout=60) == 0
     live = sandbox.new_scratch()
@@ -265,10 +303,14 @@ def test_sandbox_works_with_a_private_temp_folder():
 
 def test_support_explains_what_is_missing():
     missing = sandbox.Support(bwrap=None, bwrap_problem="bwrap is not installed", cgroups=False,
-                              cgroups_problem="only root can create cgroups")
+                              cgroups_problem="only root can create cgroups", disk=False, disk_problem="")
     text = " ".join(missing.warnings())
     assert "UNSANDBOXED" in text and "apt-get install bubblewrap" in text and "NO LIMITS" in text
-    assert sandbox.Support(bwrap="/usr/bin/bwrap", bwrap_problem="", cgroups=True, cgroups_problem="").warnings() == []
+    no_disk = sandbox.Support(bwrap="/usr/bin/bwrap", bwrap_problem="", cgroups=True, cgroups_problem="",
+                              disk=False, disk_problem="only root can mount the size-limited folders")
+    assert "NO DISK LIMIT" in " ".join(no_disk.warnings()) and "TMPDIR" in " ".join(no_disk.warnings())
+    assert sandbox.Support(bwrap="/usr/bin/bwrap", bwrap_problem="", cgroups=True, cgroups_problem="",
+                           disk=True, disk_problem="").warnings() == []
 
 
 # --------------------------------------------------------------------------- integrity probe

@@ -255,13 +255,14 @@ class Batch:
 
 
 def require_sandbox() -> None:
-    """Skip the calling test without the grading sandbox and its limits; fail instead with COURSE_SANDBOX_REQUIRED."""
+    """Skip the calling test without the grading sandbox and its limits (memory, processes, disk); fail instead
+    with COURSE_SANDBOX_REQUIRED."""
     import pytest
 
     from autograde import sandbox
 
     found = sandbox.support()
-    if not (found.bwrap and found.cgroups):
+    if not (found.bwrap and found.cgroups and found.disk):
         message = "; ".join(found.warnings())
         if os.environ.get("COURSE_SANDBOX_REQUIRED"):
             pytest.fail(message)
@@ -302,7 +303,8 @@ def bad_hand_ins(batch: Batch) -> dict[str, NotebookNode | str]:
 
     Every way a hand-in can go wrong short of the grader's own faults: a crash, an endless loop, a syntax
     error in the last TODO (with every test cell tagged ``skip-when-grading``), deleted and edited tests, a
-    truncated file, hard-coded accuracies, and the attacks under ``tests/fixtures/attacks/`` (vandal, grader patch, memory hog, process bomb).
+    truncated file, hard-coded accuracies, and the attacks under ``tests/fixtures/attacks/`` (vandal, grader patch, memory hog, process bomb,
+    disk filler).
     """
     course, source, release = batch.course, batch.source, batch.release
     good = solved(release, source)
@@ -344,5 +346,6 @@ def bad_hand_ins(batch: Batch) -> dict[str, NotebookNode | str]:
         "j_patcher": insert_before_tests(good, attack("grader_patch")),
         "k_memory_hog": insert_before_tests(good, attack("memory_hog")),
         "l_process_bomb": insert_before_tests(good, attack("process_bomb")),
+        "m_disk_filler": insert_before_tests(good, attack("disk_filler")),
         "z_good": good,
     }
