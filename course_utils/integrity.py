@@ -108,11 +108,7 @@ def _course_problems(roots: tuple[str, ...], problems: list[str]) -> None:
         if str(Path(getattr(module, "__file__", "") or "").resolve()) != expected:
             problems.append(f"sys.modules[{modname!r}] is not the module in {expected}")
             continue
-        for name in _defined_functions(expected):  # still the function its file defines, not any other callable
-            inner = inspect.unwrap(vars(module).get(name))
-            code = getattr(inner, "__code__", None) if isinstance(inner, types.FunctionType) else None
-            if code is None or code.co_name != name or str(Path(code.co_filename).resolve()) != expected:
-                problems.append(f"{modname}.{name} is no longer the function {expected} defines")
+        replaced = set()  # each name once: where its new code came from, when that is known
         for name, obj in list(vars(module).items()):
             if _code_of(obj) is None:
                 continue
@@ -122,6 +118,12 @@ def _course_problems(roots: tuple[str, ...], problems: list[str]) -> None:
                 origin = inner.co_filename if inner.co_filename != expected else None
             if origin is not None:
                 problems.append(f"{modname}.{name} was replaced by code from {origin}")
+                replaced.add(name)
+        for name in [n for n in _defined_functions(expected) if n not in replaced]:  # still its file's function
+            inner = inspect.unwrap(vars(module).get(name))
+            code = getattr(inner, "__code__", None) if isinstance(inner, types.FunctionType) else None
+            if code is None or code.co_name != name or str(Path(code.co_filename).resolve()) != expected:
+                problems.append(f"{modname}.{name} is no longer the function {expected} defines")
 
 
 def _shell():

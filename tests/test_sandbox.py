@@ -352,6 +352,8 @@ def test_probe_names_what_was_rebound(patch, found):
     problems = probe(patch)
     expected = found if " is no longer " in found else f"{found} was replaced"
     assert any(p.startswith(expected) for p in problems), problems
+    name = found.split(" ")[0]
+    assert len([p for p in problems if p.split(" ")[0] == name]) == 1, problems  # once, with the most it knows
 
 
 # --------------------------------------------------------------------------- outside scoring
