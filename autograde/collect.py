@@ -227,5 +227,9 @@ def _collect_one(dest: Path, lab_dir: Path, row: dict, update: bool) -> None:
                 (copy / "timestamp.txt").write_text(mtime.isoformat())
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(copy, dest)
+            # The collected notebook's time is its collection's (the student's own is in timestamp.txt): a hand-in
+            # replaced with an older file time (an unpacked LMS download) is graded again, one with a time in the
+            # future is not graded on every run (autograde.jobs.needs_grading).
+            os.utime(dest / f"{lab}.ipynb")
     if problem := readable(dest / f"{lab}.ipynb"):
         row["message"] = f"{problem}; it will fail to grade, ask the student to submit again"

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 
 def needs_grading(options: RunOptions, lab: str, student: str) -> bool:
-    """False when this submission was graded (or failed to grade) after it was last collected."""
+    """False when this submission was graded (or failed to grade) after it was last collected (the collected
+    notebook's file time, :func:`autograde.collect.collect`)."""
     path = options.log_path(lab, student)
     sub = options.notebook(lab, student)
     if not path.is_file() or not sub.is_file() or sub.stat().st_mtime > path.stat().st_mtime:

@@ -143,10 +143,10 @@ class RunOptions:
         hand-ins are graded on this machine, whose threads per hand-in are known here)."""
         lim = self.limits
         how = f" from their handed-in weights ({audited} re-trained as an audit)" if self.handed_in else ""
-        box = (f", {human_bytes(lim.memory_limit)} and {lim.process_limit} processes, sandboxed"
-               if self.cgroups else (", sandboxed without limits" if self.sandbox else ""))
-        if self.sandbox:
-            box += f", {human_bytes(lim.disk_limit)} of disk" if self.disk else ", disk not limited"
+        caps = [f"{human_bytes(lim.memory_limit)} of memory", f"{lim.process_limit} processes"] * self.cgroups
+        caps += [f"{human_bytes(lim.disk_limit)} of disk"] * self.disk
+        named = " and ".join(filter(None, [", ".join(caps[:-1]), caps[-1]])) if caps else ""
+        box = (f", {named}, sandboxed" if caps else ", sandboxed without limits") if self.sandbox else ""
         env = self.env()
         known = local or "OMP_NUM_THREADS" in self.passed_env  # else each worker machine has its own share
         scaled = self.hand_in_limits(env) if known else lim.for_threads(1)  # remote: would one thread change them?
