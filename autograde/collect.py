@@ -21,6 +21,8 @@ def readable(path: Path) -> str | None:
     """None if ``path`` is a readable notebook, else what is wrong with it, in words."""
     try:
         json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # nested deeper than the parser goes (not a ValueError)
+        return "not a readable notebook (its JSON is nested too deeply); the file is probably not a notebook"
     except ValueError as exc:  # JSON and UTF-8 errors
         return f"not valid JSON ({exc}); the file is probably truncated or not a notebook"
     try:
@@ -197,6 +199,8 @@ def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, u
         except OSError as exc:  # vanished or unreadable while copying: this hand-in only
             row.update(status="skipped", message=f"could not be read ({exc.strerror or exc}); it may have "
                                                  f"changed while it was collected: collect again")
+        except Exception as exc:  # noqa: BLE001 -- whatever one hand-in holds, the others are still collected
+            row.update(status="skipped", message=f"could not be collected ({type(exc).__name__}: {str(exc)[:200]})")
         if row["status"] in ("collected", "updated", "unchanged") and (
                 late := term.lateness(course, lab, student, the_term)):
             row["late"] = late.describe()

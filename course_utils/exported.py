@@ -49,6 +49,8 @@ def problems(path: Path) -> list[str]:
             names = archive.namelist()
             if len(names) > MAX_MEMBERS:
                 return [f"{len(names)} files in the archive"]
+            if len(set(names)) != len(names):  # Python's zipfile reads the last copy, PyTorch's reader another
+                return ["a file name twice in the archive"]
             tops = {name.split("/", 1)[0] for name in names}
             if len(tops) != 1 or any("/" not in name for name in names):
                 return ["not one folder, as torch.export.save writes"]
@@ -60,7 +62,9 @@ def problems(path: Path) -> list[str]:
                     found += [f"{config}: {why}" for why in _entry_problems(archive.read(top + config))]
             if top + "models/model.json" not in names:
                 return found + ["no models/model.json"]
-            targets = set(_targets(archive.read(top + "models/model.json")))
+            program = archive.read(top + "models/model.json")
+            found += list(_code_in_program(program))
+            targets = set(_targets(program))
             found += [f"the graph calls {target}" for target in sorted(targets) if not _allowed(target)]
             if top + "data/sample_inputs/model.pt" in names:
                 try:
@@ -91,6 +95,29 @@ def _targets(program: bytes) -> Iterator[str]:
         if isinstance(item, dict):
             if "target" in item:
                 yield str(item["target"])[:200]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _code_in_program(program: bytes) -> Iterator[str]:
+    """Strings in the program that torch.export.load evaluates as Python: symbolic shape expressions (parsed by
+    ``sympy.sympify``, i.e. ``eval``), range constraints (the same), guards (``exec`` by ``.module()``). A plain
+    model exported with static shapes has none."""
+    data = json.loads(program)
+    if not isinstance(data, dict):
+        return
+    if data.get("guards_code"):
+        yield "guard code in the program"
+    if data.get("range_constraints"):
+        yield "range constraints in the program"
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "as_expr" in item or "expr_str" in item:
+                yield "a symbolic shape expression in the program"
+                return
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)

@@ -77,6 +77,8 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     kit.hand_in(inbox, "ivan", LAB, kit.fill(solved, {"mean": "import os\nos._exit(1)"}))
     (inbox / "erin" / "lab9_unknown").mkdir(parents=True)
 
+    out = run_cli(course, "autograde", "--mode", "smoke")  # before collecting: says so, grades nothing
+    assert out.returncode == 2 and "holds no hand-in of" in out.stderr and "collect" in out.stderr, out.stderr
     out = run_cli(course, "collect", str(inbox))
     assert out.returncode == 1, out.stdout + out.stderr  # carol's file and erin's folder need attention
     assert "not valid JSON" in out.stdout and "unknown lab" in out.stdout
@@ -136,6 +138,8 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     # Nothing is graded twice by accident, and a changed hand-in is not replaced silently.
     out = run_cli(course, "autograde", "--mode", "smoke")
     assert "grading 0 submission(s)" in out.stdout, out.stdout + out.stderr
+    out = run_cli(course, "autograde", "--mode", "smoke", "--student", "Alice")  # ids are folder names
+    assert out.returncode == 2 and "for student 'Alice' (did you mean alice?)" in out.stderr, out.stderr
     kit.hand_in(inbox, "alice", LAB, release)
     assert "differs from the copy already collected" in run_cli(course, "collect", str(inbox)).stdout
 
@@ -190,13 +194,15 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
     (inbox / "cat" / LAB / "notes.txt").symlink_to(tmp_path / "elsewhere.txt")
     os.mkfifo(inbox / "dan" / LAB / "notes")
     os.link(inbox / "eve" / LAB / f"{LAB}.ipynb", tmp_path / "another-name.ipynb")
+    kit.hand_in(inbox, "ari", LAB, "[" * 200_000 + "]" * 200_000)  # deeper than the JSON parser goes
     rows = {r["student"]: r for r in autograde.collect(toy, inbox)}
+    assert rows["ari"]["status"] == "collected" and "nested too deeply" in rows["ari"]["message"], rows["ari"]
     assert rows["bob"]["status"] == "skipped" and "hand in the notebook and its weights/ folder only" in rows["bob"]["message"]
     assert rows["cat"]["status"] == "skipped" and "holds symbolic links (notes.txt)" in rows["cat"]["message"]
     assert rows["dan"]["status"] == "skipped" and "neither a file nor a folder (a pipe" in rows["dan"]["message"]
     assert rows["eve"]["status"] == "skipped" and "holds a hard link" in rows["eve"]["message"]
     assert rows["fay"]["status"] == "collected", rows["fay"]
-    assert sorted(p.name for p in toy.folder("submitted").iterdir()) == ["fay"]
+    assert sorted(p.name for p in toy.folder("submitted").iterdir()) == ["ari", "fay"]  # ari: an error row later
 
 
 def test_collect_never_copies_what_a_link_swapped_in_during_the_copy_points_to(toy, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -59,9 +60,10 @@ def rewrite(path: Path, change) -> Path:
     with zipfile.ZipFile(path) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
     change(files)
-    with zipfile.ZipFile(path, "w") as archive:
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as archive:
+        warnings.simplefilter("ignore")  # (zipfile warns of a duplicate name)
         for name, content in files.items():
-            archive.writestr(name, content)
+            archive.writestr(name.rstrip(" "), content)  # "x " is a second entry named x
     return path
 
 
@@ -117,6 +119,29 @@ def hostile_archives(tmp_path: Path, marker: Path) -> dict[str, tuple[Path, str]
     def sample_inputs(files):
         files[member(files, "sample_inputs/model.pt")] = pickled(((Payload(code),), {}))
 
+    def program(change):
+        def rewrite_program(files):
+            name = member(files, "models/model.json")
+            files[name] = json.dumps(change(json.loads(files[name]))).encode()
+        return rewrite_program
+
+    def symbolic_size(program):  # torch.export.load parses a size's expression with sympy.sympify: eval
+        sizes = [d for d in program["graph_module"]["graph"]["tensor_values"].values()][0]["sizes"]
+        sizes[0] = {"as_expr": {"expr_str": f"__import__('builtins').exec({code!r}) or {checks.EXPORT_BATCH}",
+                                "hint": {"as_int": checks.EXPORT_BATCH}}}
+        return program
+
+    def guards(program):  # ExportedProgram.module() pastes guard code into Python source and runs it
+        program["guards_code"] = [f"__import__('builtins').exec({code!r}) or True"]
+        return program
+
+    def twice(files):  # a name twice: Python's zipfile reads the last copy, PyTorch's reader another
+        pickled_weight(files)
+        config = member(files, "weights/model_weights_config.json")
+        clean = json.loads(files[config])
+        next(iter(clean["config"].values()))["use_pickle"] = False
+        files[config + " "] = json.dumps(clean).encode()  # renamed below: a second entry of the same name
+
     string = {"name": "command", "arg": {"as_string": f"touch {marker}"}, "kind": 1}
     cases = {
         "pickled weight": (pickled_weight, "is stored with pickle"),
@@ -125,6 +150,9 @@ def hostile_archives(tmp_path: Path, marker: Path) -> dict[str, tuple[Path, str]
         "opaque object": (extra, "unexpected file"),
         "entry not stored as a tensor": (renamed_entry, "is stored as custom_obj_0, not as a tensor"),
         "pickled sample inputs": (sample_inputs, "sample inputs that are not plain tensors"),
+        "symbolic size": (program(symbolic_size), "a symbolic shape expression"),
+        "guard code": (program(guards), "guard code"),
+        "a name twice": (twice, "a file name twice"),
     }
     return {name: (rewrite(export(tmp_path, name=f"{i}.pt2"), change), why)
             for i, (name, (change, why)) in enumerate(cases.items())}
