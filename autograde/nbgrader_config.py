@@ -46,8 +46,10 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # test cell is followed by an integrity probe (autograde/execute.py).
 c.Execute.kernel_manager_class = "autograde.kernel.GradingKernelManager"
 c.GradingKernelManager.mode = GRADING.mode
+c.StudentHTML.source_pattern = str(ROOT / c.CourseDirectory.source_directory / "{assignment}" / "{notebook}.ipynb")
 c.Autograde.autograde_preprocessors = [
     "autograde.execute.GradingExecute",
+    "autograde.publish.StudentHTML",  # no student HTML or script runs in the formgrader or a feedback page
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades",

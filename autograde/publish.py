@@ -5,8 +5,11 @@ import html
 import logging
 from pathlib import Path
 
+import nbformat
+from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
+from traitlets import Bool, Unicode
 
 from .course import Course, checked, nbgrader
 
@@ -14,6 +17,39 @@ log = logging.getLogger(__name__)
 
 
 HIDDEN_MARKERS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")  # nbgrader's delimiters (ClearHiddenTests)
+
+
+class StudentHTML(SanitizeHTML):
+    """nbconvert's SanitizeHTML for what a hand-in wrote, run when it is graded (``Autograde``, see
+    nbgrader_config.py): the formgrader and the feedback pages show the graded copy in a browser, the
+    instructor's logged in, so a student's ``<img onerror=...>`` in markdown or a script in an output would
+    run with the instructor's rights (read the solutions, change grades, edit the course's files).
+
+    Every output's HTML is cleaned and its scripts removed; a markdown cell is cleaned unless it is the
+    instructor's own text, word for word (a markdown cell of the source notebook, ``source_pattern``),
+    which stays as written (a code span with ``<lab>`` in it reads as written).
+    """
+
+    enabled = Bool(True, config=True)
+    source_pattern = Unicode("", config=True,
+                             help="the instructor's notebook of a hand-in, with {assignment} and {notebook}")
+
+    def preprocess(self, nb, resources):
+        info = resources.get("nbgrader", {})
+        self._own: set[str] = set()
+        if self.source_pattern:
+            path = Path(self.source_pattern.format(assignment=info.get("assignment", ""),
+                                                   notebook=info.get("notebook", "")))
+            try:
+                self._own = {c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"}
+            except (OSError, ValueError) as exc:
+                log.warning("every markdown cell is cleaned: the source notebook %s cannot be read (%s)", path, exc)
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "markdown" and cell.source in self._own:
+            return cell, resources
+        return super().preprocess_cell(cell, resources, index)
 
 
 class HideTests(ClearHiddenTests):

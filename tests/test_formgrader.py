@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import nbformat
 from nbgrader.api import Gradebook
 
 import autograde
@@ -124,8 +125,14 @@ def test_written_answer_graded_in_the_formgrader_reaches_the_export(tmp_path):
     autograde.generate(course, [LAB])
     source, release = kit.notebooks(course, LAB)
     answer = "It adds the values up and divides by how many there are."
-    kit.hand_in(tmp_path / "inbox", "alice", LAB,
-                kit.fill(kit.solved(release, source), {"written": answer}))
+    handed_in = kit.fill(kit.solved(release, source), {"written": answer})
+    # Script where the formgrader shows it to the instructor, logged in: in a markdown cell of hers, in outputs.
+    handed_in.cells += [nbformat.v4.new_markdown_cell('My notes <img src=x onerror="window.pwned = 1">'),
+                        nbformat.v4.new_code_cell(
+                            "from IPython.display import HTML, Javascript, display\n"
+                            "display(HTML('<img src=x onerror=\"window.pwned = 2\">'))\n"
+                            "display(Javascript('window.pwned = 3'))")]
+    kit.hand_in(tmp_path / "inbox", "alice", LAB, handed_in)
     assert [row["status"] for row in autograde.collect(course, tmp_path / "inbox")] == ["collected"]
     out = run_cli(course, "autograde", "--mode", "smoke", "--workers", "1")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -141,6 +148,8 @@ def test_written_answer_graded_in_the_formgrader_reaches_the_export(tmp_path):
         page.set_default_timeout(STEP_MS)
         try:
             grade_by_hand(page, course, base, notebook_id, answer)
+            page.get_by_text("My notes").wait_for()
+            assert page.evaluate("window.pwned") is None, "a hand-in's script ran in the instructor's formgrader"
         except Exception:
             page.screenshot(path=str(SCREENSHOTS / "formgrader-failure.png"), full_page=True)
             print(page.content()[:5000], (tmp_path / "server" / "server.log").read_text()[-4000:], sep="\n")
@@ -150,3 +159,7 @@ def test_written_answer_graded_in_the_formgrader_reaches_the_export(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [r for r in csv.DictReader((tmp_path / "grades.csv").open()) if r["assignment"] == LAB]
     assert [(r["student_id"], float(r["score"]), float(r["max_score"])) for r in rows] == [("alice", 5.0, 5.0)]
+    graded = kit.read(course.folder("autograded") / "alice" / LAB / f"{LAB}.ipynb")
+    own = {c.source for c in source.cells if c.cell_type == "markdown"}
+    assert [c.source for c in graded.cells if c.cell_type == "markdown" and c.source in own]  # kept as written
+    assert "&lt;img" in graded.cells[-2].source and "application/javascript" not in str(graded.cells[-1].outputs)
