@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
             text = "; ".join(t for t in (row["message"], row.get("late", "")) if t)
             print(f"{row['student']:>16} {row['lab']:<28} {row['status']:<9} {text}".rstrip())
         if not rows:
-            print(f"no submissions found in {args.folder} (expected <student>/<lab>/<lab>.ipynb)")
+            print(f"no submissions found in {args.folder} (expected <student>/<lab>/<lab>.ipynb): a download from "
+                  f"an LMS must be unpacked into that layout first")
+            return 1
         return 1 if any(r["status"] == "skipped" or r["message"] for r in rows) else 0
     elif args.step == "autograde":
         results = pipeline.autograde(course, args.labs, students=args.student, workers=args.workers,
@@ -162,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
         return 1 if any(r.status != "graded" for r in results) else 0
     elif args.step == "feedback":
         publish.feedback(course, args.labs)
+        if missing := publish.missing_pages(course, course.pick_labs(args.labs)):
+            print(f"no feedback page for {', '.join(missing)} (the warning above says why); the others were made")
+            return 1
     elif args.step == "exchange":
         return exchange.run(course, args)
     elif args.step == "export":

@@ -166,6 +166,7 @@ def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]
     the others are collected all the same.
     Returns one row per student and lab folder: ``student, lab, status, message, late``; ``late`` says how
     late a hand-in came by its ``timestamp.txt`` and ``autograde/term.toml`` (empty when on time or not due).
+    A notebook or a student's folder in the wrong place is a ``skipped`` row that says where it belongs.
     """
     folder = Path(folder).resolve()
     if not folder.is_dir():
@@ -173,7 +174,31 @@ def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]
     found = [(student_dir.name, lab_dir.name, lab_dir)
              for student_dir in sorted(p for p in folder.iterdir() if p.is_dir())
              for lab_dir in sorted(p for p in student_dir.iterdir() if p.is_dir())]
-    return collect_hand_ins(course, found, update=update)
+    return _misplaced(folder) + collect_hand_ins(course, found, update=update)
+
+
+def _misplaced(folder: Path) -> list[dict]:
+    """Rows for what ``folder`` holds outside the <student>/<lab>/<lab>.ipynb layout: notebooks at its top,
+    notebooks straight in a student's folder, student folders with no lab folder in them."""
+    rows = []
+    for entry in sorted(folder.iterdir()):
+        if entry.suffix == ".ipynb" and not entry.is_dir():
+            rows.append({"student": "?", "lab": entry.stem, "status": "skipped", "late": "",
+                         "message": f"{entry.name} is not in a student's folder: put it in "
+                                    f"<student>/{entry.stem}/{entry.name}"})
+        elif entry.is_dir() and not entry.is_symlink():
+            try:
+                if any(p.is_dir() for p in entry.iterdir()):
+                    continue
+                loose = sorted(p.name for p in entry.glob("*.ipynb"))
+            except OSError as exc:
+                rows.append({"student": entry.name, "lab": "?", "status": "skipped", "late": "",
+                             "message": f"could not be read ({exc.strerror or exc})"})
+                continue
+            where = (f"holds {', '.join(loose)} directly: put each in {entry.name}/<lab>/<lab>.ipynb" if loose
+                     else "holds no lab folder (<lab>/<lab>.ipynb)")
+            rows.append({"student": entry.name, "lab": "?", "status": "skipped", "late": "", "message": where})
+    return rows
 
 
 def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, update: bool = False) -> list[dict]:

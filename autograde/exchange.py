@@ -297,7 +297,10 @@ def release_feedback(course: Course, s: Settings, labs: list[str] | None = None)
     publish.feedback(course, labs)
     rows = []
     for lab in labs:
-        pages = sorted(course.folder("feedback").glob(f"*/{lab}/*.html"))
+        missing = publish.missing_pages(course, [lab])  # (an older page of theirs is out of date: kept back)
+        rows += [{"student": student, "lab": lab, "status": "not released",
+                  "message": "nbgrader could not make its feedback page (see the warning above)"} for student in missing]
+        pages = sorted(p for p in course.folder("feedback").glob(f"*/{lab}/*.html") if p.parent.parent.name not in missing)
         if not pages:
             continue
         exchange_ready = [p for p in pages if (p.parent / "submission_secret.txt").is_file()

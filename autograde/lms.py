@@ -64,11 +64,12 @@ def read_roster(path: Path) -> list[Student]:
             for row in rows if (row.get("id") or "").strip()]
 
 
-def scores(course: Course) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """(lab -> max score, student -> lab -> score less the late penalty) of every submission in the gradebook."""
+def scores(course: Course) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, list[str]]]:
+    """(lab -> max score, student -> lab -> score less the late penalty, student -> labs with answers nobody
+    has graded by hand yet) of every submission in the gradebook."""
     from nbgrader.api import Gradebook
 
-    maxima, got = {}, {}
+    maxima, got, waiting = {}, {}, {}
     with Gradebook(f"sqlite:///{course.db_path()}", course.settings()["course_id"]) as gb:
         for assignment in gb.assignments:
             maxima[assignment.name] = assignment.max_score
@@ -77,7 +78,9 @@ def scores(course: Course) -> tuple[dict[str, float], dict[str, dict[str, float]
                     continue  # a row nbgrader made for an extension, never graded
                 score = max(0.0, (sub.score or 0.0) - (sub.late_submission_penalty or 0.0))
                 got.setdefault(sub.student.id, {})[assignment.name] = score
-    return maxima, got
+                if any(g.needs_manual_grade for nb in sub.notebooks for g in nb.grades):
+                    waiting.setdefault(sub.student.id, []).append(assignment.name)
+    return maxima, got, waiting
 
 
 def _number(value: float) -> str:
@@ -88,11 +91,13 @@ def table(course: Course, lms: str) -> tuple[list[list[str]], list[str]]:
     """The LMS's CSV rows and the problems (students not on the roster, roster students without a grade)."""
     term = terms.load(course)
     roster = read_roster(term.roster or course.config_dir / terms.DEFAULT_ROSTER)
-    maxima, got = scores(course)
+    maxima, got, waiting = scores(course)
     labs = [lab for lab in course.labs() if lab in maxima]
     names = [term.lms_name(lab) for lab in labs]
     problems = [f"{sid}: graded ({', '.join(sorted(got[sid]))}) but not on the roster {term.roster}; add them "
                 f"or their grades are not exported" for sid in sorted(set(got) - {s.id for s in roster})]
+    problems += [f"{sid}: answers of {', '.join(sorted(labs_))} wait for grading (or review) by hand in the "
+                 f"formgrader: their points are not in this file yet" for sid, labs_ in sorted(waiting.items())]
     rows: list[list[str]] = []
     if lms == "canvas":
         rows.append(CANVAS_FIXED + names)

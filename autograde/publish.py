@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from pathlib import Path
 
 import nbformat
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 
 
 HIDDEN_MARKERS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")  # nbgrader's delimiters (ClearHiddenTests)
+FLOAT_NOISE = re.compile(r"(?<![\w.])\d+\.\d{7,}(?![\w.])")  # a float as nbgrader's export prints a sum
+MISSING_ATTACHMENT = re.compile(r"attachment:([^\s)\"'>]+)")  # a markdown link to a cell's attachment
 
 
 class StudentHTML(SanitizeHTML):
@@ -66,6 +69,11 @@ class HideTests(ClearHiddenTests):
 
     def preprocess(self, nb, resources):
         hidden = hidden_lines(nb)
+        for cell in nb.cells:  # nbconvert refuses the whole page over a link to an attachment the cell lacks
+            if cell.cell_type == "markdown":
+                have = set(cell.get("attachments") or {})
+                cell.source = MISSING_ATTACHMENT.sub(
+                    lambda m: m[0] if m[1] in have else "#missing-attachment", cell.source)
         nb, resources = super().preprocess(nb, resources)
         for cell in nb.cells:
             for out in cell.get("outputs", []):
@@ -138,20 +146,48 @@ def marker_cells(notebook) -> list[str]:
 
 
 def feedback(course: Course, labs: list[str] | None = None) -> list[Path]:
-    """HTML feedback for every graded submission of ``labs``: no hidden test's source, in cells or tracebacks."""
+    """HTML feedback for every graded submission of ``labs``: no hidden test's source, in cells or tracebacks.
+
+    A page nbgrader cannot make for one hand-in is left out and named (:func:`missing_pages`); the others
+    are made all the same. Raises GradingError only when nbgrader failed for a lab without leaving one out.
+    """
     for lab in course.pick_labs(labs):
         if not list(course.folder("autograded").glob(f"*/{lab}/{lab}.ipynb")):
             log.info("%s: nothing graded yet", lab)
             continue
-        checked(nbgrader(course, "generate_feedback", lab, "--force"), f"nbgrader generate_feedback {lab}")
+        proc = nbgrader(course, "generate_feedback", lab, "--force")
+        if missing := missing_pages(course, [lab]):
+            log.warning("%s: no feedback page for %s: nbgrader could not make it (%s); the others are made",
+                        lab, ", ".join(missing), _last_error(proc))
+        else:
+            checked(proc, f"nbgrader generate_feedback {lab}")
     pages = sorted(course.folder("feedback").glob("*/*/*.html"))
     log.info("%d feedback page(s) in %s", len(pages), course.folder("feedback"))
     return pages
+
+
+def missing_pages(course: Course, labs: list[str]) -> list[str]:
+    """Students of ``labs`` whose graded notebook has no feedback page made since it was graded."""
+    out = []
+    for lab in labs:
+        for graded in sorted(course.folder("autograded").glob(f"*/{lab}/{lab}.ipynb")):
+            student = graded.parent.parent.name
+            page = course.folder("feedback") / student / lab / f"{lab}.html"
+            if not page.is_file() or page.stat().st_mtime < graded.stat().st_mtime:
+                out.append(student)
+    return out
+
+
+def _last_error(proc) -> str:
+    lines = [line for line in ((proc.stdout or "") + (proc.stderr or "")).splitlines() if "Error" in line]
+    return lines[-1].strip()[:300] if lines else f"exit {proc.returncode}"
 
 
 def export(course: Course, to: Path | None = None) -> Path:
     """Every student's score per lab from the gradebook, as CSV (nbgrader export)."""
     to = Path(to or course.config_dir / "grades.csv").resolve()
     checked(nbgrader(course, "export", f"--to={to}"), "nbgrader export")
+    text = to.read_text(encoding="utf-8")
+    to.write_text(FLOAT_NOISE.sub(lambda m: repr(round(float(m[0]), 6)), text), encoding="utf-8")  # 2.8000000000000003
     log.info("grades: %s", to)
     return to

@@ -71,8 +71,9 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     kit.hand_in(inbox, "hank", LAB, kit.fill(solved, {
         "double": "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"}))
     kit.hand_in(inbox, "frank", LAB, kit.fill(solved, {"double": "while True:\n    pass"}))
-    kit.hand_in(inbox, "gina", LAB, kit.fill(release, {
-        "double": "double = lambda x: x + x", "mean": "import statistics\nmean = statistics.fmean"}))
+    gina = kit.fill(release, {"double": "double = lambda x: x + x", "mean": "import statistics\nmean = statistics.fmean"})
+    gina.cells.append(nbformat.v4.new_markdown_cell("My sketch: ![plot](attachment:lost.png)"))  # not attached
+    kit.hand_in(inbox, "gina", LAB, gina)
     # Kills its kernel in the second TODO: the first test keeps its point.
     kit.hand_in(inbox, "ivan", LAB, kit.fill(solved, {"mean": "import os\nos._exit(1)"}))
     (inbox / "erin" / "lab9_unknown").mkdir(parents=True)
@@ -124,8 +125,14 @@ def test_whole_pipeline_from_the_command_line(toy, tmp_path):
     with pytest.raises(Exception, match="No such submitted notebook"):
         kit.item_scores(course, LAB, "carol")
 
+    # One page nbgrader cannot make (bob's graded copy is damaged here) costs only that page.
+    damaged = course.folder("autograded") / "bob" / LAB / f"{LAB}.ipynb"
+    kept = damaged.read_text()
+    damaged.write_text(kept.replace('"cells": [', '"cells": [{"cell_type": "no such type"}, ', 1))
     out = run_cli(course, "feedback")
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.returncode == 1 and "no feedback page for bob" in out.stdout, out.stdout + out.stderr
+    damaged.write_text(kept)
+    assert "My sketch" in (course.folder("feedback") / "gina" / LAB / f"{LAB}.html").read_text()
     page = (course.folder("feedback") / "alice" / LAB / f"{LAB}.html").read_text()
     assert "double(2)" in page and "BEGIN HIDDEN TESTS" not in page and "double(-3)" not in page
 
@@ -180,7 +187,16 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
     inbox = tmp_path / "inbox"
     (inbox / "no notebook" / LAB).mkdir(parents=True)
     (inbox / "ann" / LAB).mkdir(parents=True)
+    (inbox / "mo").mkdir()  # nothing in it
+    kit.hand_in(inbox, "frank", LAB, "{}").rename(inbox / "frank" / f"{LAB}.ipynb")  # no lab folder
+    kit.hand_in(inbox, "x", LAB, "{}").rename(inbox / f"{LAB}.ipynb")  # no student folder
+    shutil.rmtree(inbox / "frank" / LAB)
+    shutil.rmtree(inbox / "x")
     rows = {r["student"]: r for r in autograde.collect(toy, inbox)}
+    assert rows["mo"]["status"] == rows["frank"]["status"] == rows["?"]["status"] == "skipped"
+    assert "holds no lab folder" in rows["mo"]["message"], rows["mo"]
+    assert f"holds {LAB}.ipynb directly: put each in frank/<lab>/<lab>.ipynb" in rows["frank"]["message"]
+    assert f"put it in <student>/{LAB}/{LAB}.ipynb" in rows["?"]["message"]
     assert rows["no notebook"]["status"] == "skipped" and "letters, digits" in rows["no notebook"]["message"]
     assert rows["ann"]["status"] == "skipped" and f"no {LAB}.ipynb" in rows["ann"]["message"]
     big = kit.hand_in(inbox, "bob", LAB, kit.read(toy.folder("source") / LAB / f"{LAB}.ipynb")).parent

@@ -45,8 +45,9 @@ def made(tmp_path_factory):
 
         def graded(lab, sid, double, mean, penalty=0.0):
             gb.add_submission(lab, sid, timestamp="2027-02-14 20:00:00 UTC")
-            gb.find_grade("test_double", lab, lab, sid).auto_score = double
-            gb.find_grade("test_mean", lab, lab, sid).auto_score = mean
+            for name, score in (("test_double", double), ("test_mean", mean)):  # as SaveAutoGrades leaves them
+                grade = gb.find_grade(name, lab, lab, sid)
+                grade.auto_score, grade.needs_manual_grade = score, False
             gb.find_submission_notebook(lab, lab, sid).late_submission_penalty = penalty
             gb.db.commit()
 
@@ -90,3 +91,27 @@ def test_a_missing_roster_says_what_to_write(course):
     (course.config_dir / "roster.csv").unlink()
     with pytest.raises(SettingError, match="no roster .*columns id,first_name,last_name,email"):
         lms.table(course, "moodle")
+
+
+def test_answers_waiting_for_grading_by_hand_are_reported(course):
+    """A written answer nobody has graded yet is not in the LMS's file: the export says so, and exits 1."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.settings()["db_url"], course.settings()["course_id"]) as gb:
+        gb.find_grade("test_mean", TWO, TWO, "s001").needs_manual_grade = True
+        gb.db.commit()
+    _, problems = lms.table(course, "canvas")
+    assert any(p.startswith("s001: answers of toy_two wait for grading (or review) by hand") for p in problems), problems
+    assert not any("wait for grading" in p for p in problems if not p.startswith("s001"))
+
+
+def test_the_plain_export_shows_no_float_noise(course, tmp_path):
+    """A late penalty of 10 % of 3 points is 0.30000000000000004 in floating point: the CSV says 0.3."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.settings()["db_url"], course.settings()["course_id"]) as gb:
+        gb.find_submission_notebook(LAB, LAB, "s002").late_submission_penalty = 3 * 0.1
+        gb.db.commit()
+    path = autograde.export(course, tmp_path / "grades.csv")
+    row = next(r for r in csv.DictReader(path.open()) if r["student_id"] == "s002" and r["assignment"] == LAB)
+    assert (row["late_submission_penalty"], row["score"]) == ("0.3", "2.7"), row
