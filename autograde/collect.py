@@ -201,8 +201,10 @@ def _misplaced(folder: Path) -> list[dict]:
     return rows
 
 
-def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, update: bool = False) -> list[dict]:
-    """:func:`collect` for ``(student, lab, folder)`` triples (the exchange names its folders this way)."""
+def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, update: bool = False,
+                     times: dict[str, dt.datetime] | None = None) -> list[dict]:
+    """:func:`collect` for ``(student, lab, folder)`` triples (the exchange names its folders this way);
+    ``times``: student -> the time their hand-in counts as handed in, over its own ``timestamp.txt``."""
     labs = set(course.labs())
     rows = []
     from . import term  # nbgrader's plugins: loaded when collecting, not by `import autograde`
@@ -218,7 +220,7 @@ def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, u
             row.update(status="skipped", message=f"unknown lab (labs: {', '.join(sorted(labs))})")
             continue
         try:
-            _collect_one(course.folder("submitted") / student / lab, lab_dir, row, update)
+            _collect_one(course.folder("submitted") / student / lab, lab_dir, row, update, (times or {}).get(student))
         except _Refused as why:
             row.update(status="skipped", message=str(why))
         except OSError as exc:  # vanished or unreadable while copying: this hand-in only
@@ -232,12 +234,15 @@ def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, u
     return rows
 
 
-def _collect_one(dest: Path, lab_dir: Path, row: dict, update: bool) -> None:
-    """Copy one hand-in folder to ``dest`` by way of a private copy; ``row`` says what happened."""
+def _collect_one(dest: Path, lab_dir: Path, row: dict, update: bool, when: dt.datetime | None = None) -> None:
+    """Copy one hand-in folder to ``dest`` by way of a private copy; ``row`` says what happened; ``when``
+    replaces the hand-in's own ``timestamp.txt``."""
     lab = dest.name
     with tempfile.TemporaryDirectory(prefix=leftovers.tag("coursekit-collect-")) as scratch:
         copy = Path(scratch) / lab
         copy_plain(lab_dir, copy)  # everything below reads this copy, never the student's folder again
+        if when is not None:
+            (copy / "timestamp.txt").write_text(when.isoformat())
         notebook = copy / f"{lab}.ipynb"
         if not notebook.is_file():
             row.update(status="skipped", message=f"no {notebook.name} in {lab_dir}")

@@ -188,6 +188,11 @@ def _duedate(course: Course, lab: str) -> dt.datetime | None:
 
 # --------------------------------------------------------------------------- collect
 
+# A submission's own time may be this much earlier than when its folder was written (copying takes a while).
+CLOCK_SLACK = dt.timedelta(minutes=5)
+MAX_FOLDERS = 1000  # folders of one submission looked at for its time (collect refuses more than it takes)
+
+
 @dataclass
 class Submission:
     """One folder in the exchange's inbound: ``<student>+<lab>+<timestamp>+<random>``."""
@@ -196,6 +201,18 @@ class Submission:
     student: str
     lab: str
     timestamp: dt.datetime
+
+    def written(self) -> dt.datetime:
+        """When the folder last changed in the exchange: the newest status-change time of it and what is in it.
+        The time in its name and its ``timestamp.txt`` are written by the student's own ``nbgrader submit``;
+        this one no user can set back."""
+        newest = self.path.lstat().st_ctime
+        for seen, (folder, dirs, files) in enumerate(os.walk(self.path)):  # links are not followed
+            for name in dirs + files:
+                newest = max(newest, os.lstat(os.path.join(folder, name)).st_ctime)
+            if seen > MAX_FOLDERS:
+                break
+        return dt.datetime.fromtimestamp(newest, dt.timezone.utc)
 
     @property
     def owner(self) -> str:
@@ -253,14 +270,20 @@ def collect(course: Course, s: Settings, labs: list[str] | None = None) -> list[
         if not by_student:
             continue
         due = None if term.load(course).due(lab) else _duedate(course, lab)  # term.toml's: collect says it
-        chosen, staged, refused = [], {}, []
+        chosen, staged, refused, times = [], {}, [], {}
         for student, subs in sorted(by_student.items()):
             newest = subs[-1]
             note = ""
             if len(subs) > 1:
                 note = (f"submitted {len(subs)} times; kept the newest ({newest.timestamp:%Y-%m-%d %H:%M:%S} UTC), "
                         f"the {len(subs) - 1} older ignored")
-            if late := _late(newest.timestamp, due):
+            when = newest.timestamp
+            if (written := newest.written()) - when > CLOCK_SLACK:  # a time set back by hand: the exchange's counts
+                times[student] = when = written
+                note = "; ".join(filter(None, [note, f"its own time says {newest.timestamp:%Y-%m-%d %H:%M} UTC, "
+                                                     f"but it reached the exchange at {written:%Y-%m-%d %H:%M} UTC, "
+                                                     f"which counts"]))
+            if late := _late(when, due):
                 note = f"{note}; {late}" if note else late
             row = {"student": student, "lab": lab, "status": "skipped", "message": "", "note": note}
             if s.check_owner and newest.owner != student:
@@ -274,7 +297,7 @@ def collect(course: Course, s: Settings, labs: list[str] | None = None) -> list[
             else:
                 chosen.append((student, lab, newest.path))  # copied without following links (collect.copy_plain)
                 staged[student] = row
-        found = collect_hand_ins(course, chosen, update=True) if chosen else []
+        found = collect_hand_ins(course, chosen, update=True, times=times) if chosen else []
         for row in found:
             extra = staged.get(row["student"], {})
             row["note"] = "; ".join(t for t in (extra.get("note", ""), row.pop("late", "")) if t)

@@ -27,7 +27,10 @@ def course(tmp_path):
 
 
 @pytest.fixture
-def settings(course, tmp_path):
+def settings(course, tmp_path, monkeypatch):
+    """The exchange's settings; each folder counts as written at the time of its name (a submission made
+    then would have been), except in the test of a time set back by hand."""
+    monkeypatch.setattr(exchange.Submission, "written", lambda sub: sub.timestamp)
     s = exchange.settings(course, root=tmp_path / "exchange")
     return dataclasses.replace(s, check_owner=False)  # the files here all belong to the test's user
 
@@ -78,6 +81,22 @@ def test_late_submissions_are_flagged(course, settings):
     rows = {r["student"]: r for r in exchange.collect(course, settings)}
     assert rows["alice"]["note"] == ""
     assert rows["bob"]["note"] == "late: submitted 1 d 1 h 5 min after the due date (2026-12-01 12:00 UTC)"
+
+
+def test_a_time_set_back_by_the_student_does_not_count(course, settings, monkeypatch):
+    """nbgrader's submit runs as the student, who can write any time into the folder's name and timestamp.txt;
+    the folder's status-change time, which no user can set back, counts when it is later."""
+    monkeypatch.undo()  # the folders' real times
+    exchange._set_duedate(course, TOY_LAB, exchange.parse_due("2026-12-01T12:00"))
+    now = dt.datetime.now(UTC)
+    submit(settings, "mallory", dt.datetime(2026, 11, 30, 9, 0, tzinfo=UTC))  # claims a week ago
+    submit(settings, "alice", now - dt.timedelta(minutes=1))  # true: written within the slack
+    rows = {r["student"]: r for r in exchange.collect(course, settings)}
+    assert "its own time says 2026-11-30 09:00 UTC, but it reached the exchange at" in rows["mallory"]["note"]
+    assert "late: submitted" in rows["mallory"]["note"], rows["mallory"]
+    kept = exchange.term.parse_timestamp((course.folder("submitted") / "mallory" / TOY_LAB / "timestamp.txt").read_text())
+    assert abs(kept - now) < dt.timedelta(minutes=1)  # what nbgrader's late penalty will read
+    assert "reached the exchange" not in rows["alice"]["note"] and "late" in rows["alice"]["note"]
 
 
 def test_a_folder_of_another_user_or_off_the_roster_is_not_collected(course, settings, tmp_path):
