@@ -11,6 +11,7 @@ hand-in is, for collect and the reports.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from traitlets import Unicode
 
 from .config import SettingError
 from .course import STUDENT_ID, Course
+
+log = logging.getLogger(__name__)
 
 TERM_FILE = "term.toml"
 DEFAULT_ROSTER = "roster.csv"
@@ -266,6 +269,12 @@ def apply(course: Course, db: Path | None = None, labs: list[str] | None = None)
                     sub = gb.update_or_create_submission(lab, student)
                 sub.extension = extension
         gb.db.commit()
+        for assignment in gb.assignments:  # a due date from elsewhere (exchange release --due, an older term file)
+            if assignment.duedate is None or assignment.name in term.labs or (labs and assignment.name not in labs):
+                continue
+            log.warning("%s: the gradebook has a due date (%s UTC) that %s does not name, and late penalties "
+                        "follow it: name the lab there, with `due = ...`, or without it for no due date",
+                        assignment.name, f"{assignment.duedate:%Y-%m-%d %H:%M}", term.path.name)
 
 
 class TermLatePenalty(LateSubmissionPlugin):

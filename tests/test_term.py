@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import subprocess
 import sys
 
@@ -178,3 +179,27 @@ def test_exchange_collect_says_how_late_by_the_term_file(tmp_path, monkeypatch):
     rows = {r["student"]: r for r in exchange.collect(course, s)}
     assert rows["alice"]["note"] == "" and rows["alice"]["message"] == ""
     assert rows["bob"]["note"] == "late by 1 h 5 min (penalty 25%)" and rows["bob"]["message"] == ""
+
+
+def test_a_due_date_the_term_file_does_not_name_is_pointed_out(tmp_path, caplog):
+    """A lab dropped from the term file keeps the due date it had in the gradebook (so does one released with
+    `exchange release --due`): late penalties follow it, so each run says so; naming the lab without `due` clears it."""
+    from nbgrader.api import Gradebook
+
+    course = kit.copy_course(tmp_path / "course")
+    kit.write_toy_lab(course)
+    kit.write_toy_lab(course, "other")
+    with Gradebook(course.settings()["db_url"], course.settings()["course_id"]) as gb:
+        gb.add_assignment(LAB, duedate=dt.datetime(2027, 2, 14, 22, 59))
+        gb.add_assignment("other")
+    (course.config_dir / "term.toml").write_text('[labs.other]\ndue = "2027-03-01T12:00:00+00:00"\n')
+    with caplog.at_level(logging.WARNING, logger="autograde.term"):
+        term.apply(course)
+    assert f"{LAB}: the gradebook has a due date (2027-02-14 22:59 UTC) that term.toml does not name" in caplog.text
+    assert "other:" not in caplog.text
+    caplog.clear()
+    (course.config_dir / "term.toml").write_text(f'[labs.other]\ndue = "2027-03-01T12:00:00+00:00"\n[labs.{LAB}]\n')
+    term.apply(course)
+    with Gradebook(course.settings()["db_url"], course.settings()["course_id"]) as gb:
+        assert gb.find_assignment(LAB).duedate is None
+    assert "does not name" not in caplog.text
