@@ -6,6 +6,7 @@ import errno
 import filecmp
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -214,7 +215,9 @@ def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, u
         row = {"student": student, "lab": lab, "status": "collected", "message": "", "late": ""}
         rows.append(row)
         if not STUDENT_ID.match(student):
-            row.update(status="skipped", message="student id must be letters, digits and _.@- only")
+            bad = sorted({c for c in student if not re.match(r"[A-Za-z0-9_.@-]", c)} or {student[:1]})
+            row.update(status="skipped", message=f"the folder name is a student id: letters, digits and _.@- only "
+                                                 f"(not {' '.join(repr(c) for c in bad)}); rename the folder")
             continue
         if lab not in labs:
             row.update(status="skipped", message=f"unknown lab (labs: {', '.join(sorted(labs))})")
@@ -245,7 +248,9 @@ def _collect_one(dest: Path, lab_dir: Path, row: dict, update: bool, when: dt.da
             (copy / "timestamp.txt").write_text(when.isoformat())
         notebook = copy / f"{lab}.ipynb"
         if not notebook.is_file():
-            row.update(status="skipped", message=f"no {notebook.name} in {lab_dir}")
+            others = sorted(p.name for p in copy.glob("*.ipynb"))
+            found = f" (it holds {', '.join(others)}: rename the hand-in to {notebook.name})" if others else ""
+            row.update(status="skipped", message=f"no {notebook.name} in {lab_dir}{found}")
             return
         if dest.exists() and not _differs(copy, dest):
             row.update(status="unchanged")

@@ -180,8 +180,9 @@ def score(models: Path, plan: list[Spec]) -> list[dict]:
         row = {"grade_id": spec.grade_id, "label": spec.label, "value": None, "passed": False, "message": ""}
         if not path.is_file():
             row["message"] = (f"{spec.label}: no trained model reached the grader (the test cell failed before "
-                              f"exporting it, e.g. no handed-in weights or weights that do not fit, or the "
-                              f"notebook replaced the grading helpers)")
+                              f"exporting it: an error in the code it tests, handed-in weights missing or not "
+                              f"fitting the model, or grading helpers the notebook replaced; the test cell's "
+                              f"error in the feedback says which)")
         else:
             try:
                 options = {k: _as_tuples(v) for k, v in spec.options.items()}

@@ -176,6 +176,8 @@ def parse(data: dict, labs: list[str] | None = None, config_dir: Path | None = N
         lab_terms[lab] = LabTerm(due, policy, name)
     extensions = {}
     for lab, students in (data.get("extensions") or {}).items():
+        if labs is not None and lab not in labs:
+            raise _fail(f"extensions.{lab}", "is not a lab of this course", f"labs: {', '.join(labs) or 'none'}")
         if not isinstance(students, dict):
             raise _fail(f"extensions.{lab}", "is not a table of students", 'write lab.student = "2 days" under [extensions]')
         due = lab_terms[lab].due if lab in lab_terms else None
@@ -188,7 +190,13 @@ def parse(data: dict, labs: list[str] | None = None, config_dir: Path | None = N
             if isinstance(value, str) and _SPAN.match(value):
                 extensions[(lab, student)] = parse_span(value, key)
             elif isinstance(value, dt.datetime) or (isinstance(value, str) and value[:1].isdigit()):
-                extensions[(lab, student)] = parse_time(value, key) - due
+                try:
+                    extensions[(lab, student)] = parse_time(value, key) - due
+                except SettingError:
+                    if isinstance(value, dt.datetime) or "-" in value:
+                        raise
+                    raise _fail(key, f"= {value!r} is neither a span nor a date", 'write a span like "2 days", '
+                                '"36 hours" or "90 min", or a new due date like "2027-02-16T23:59:00+01:00"') from None
                 if extensions[(lab, student)] <= dt.timedelta(0):
                     raise _fail(key, "is not after the lab's due date", "give a later date, or remove the extension")
             else:

@@ -187,6 +187,7 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
     inbox = tmp_path / "inbox"
     (inbox / "no notebook" / LAB).mkdir(parents=True)
     (inbox / "ann" / LAB).mkdir(parents=True)
+    (inbox / "ann" / LAB / f"{LAB} (1).ipynb").write_text("{}")  # renamed by a browser's download
     (inbox / "mo").mkdir()  # nothing in it
     kit.hand_in(inbox, "frank", LAB, "{}").rename(inbox / "frank" / f"{LAB}.ipynb")  # no lab folder
     kit.hand_in(inbox, "x", LAB, "{}").rename(inbox / f"{LAB}.ipynb")  # no student folder
@@ -198,7 +199,9 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
     assert f"holds {LAB}.ipynb directly: put each in frank/<lab>/<lab>.ipynb" in rows["frank"]["message"]
     assert f"put it in <student>/{LAB}/{LAB}.ipynb" in rows["?"]["message"]
     assert rows["no notebook"]["status"] == "skipped" and "letters, digits" in rows["no notebook"]["message"]
+    assert "(not ' '); rename the folder" in rows["no notebook"]["message"]
     assert rows["ann"]["status"] == "skipped" and f"no {LAB}.ipynb" in rows["ann"]["message"]
+    assert f"(it holds {LAB} (1).ipynb: rename the hand-in to {LAB}.ipynb)" in rows["ann"]["message"]
     big = kit.hand_in(inbox, "bob", LAB, kit.read(toy.folder("source") / LAB / f"{LAB}.ipynb")).parent
     (big / "weights").mkdir()
     with open(big / "weights" / "huge.pt", "wb") as out:  # sparse: no disk used

@@ -65,6 +65,8 @@ def test_settings_are_read_and_each_lab_inherits_the_course_policy():
     (f'[labs.{LAB}]\ndue = "{DUE}"\n[extensions]\n{LAB}.alice = "a while"', [f"extensions.{LAB}.alice", "2 days"]),
     (f'[labs.{LAB}]\ndue = "{DUE}"\n[extensions]\n{LAB}.alice = "2027-01-01T00:00:00Z"', ["not after"]),
     ('[lms]\nmoodle_identifier = "name"', ["lms.moodle_identifier", "email"]),
+    (f'[labs.{LAB}]\ndue = "{DUE}"\n[extensions]\n{LAB}.alice = "2d"', ["neither a span nor a date", "2 days"]),
+    (f'[labs.{LAB}]\ndue = "{DUE}"\n[extensions]\nlab1.alice = "2 days"', ["extensions.lab1", "not a lab", LAB]),
 ])
 def test_bad_values_name_the_key_and_the_fix(text, names):
     with pytest.raises(SettingError) as err:
