@@ -55,6 +55,9 @@ def _similar(course: Course, labs: list[str], threshold: float) -> int:
     found = False
     for lab in course.pick_labs(labs):
         result = similarity.compare(course, lab, threshold)
+        if not result.hand_ins and not result.skipped:
+            print(f"{lab:<28} no hand-ins collected: nothing to compare")
+            continue
         for p in result.flagged:
             print(f"{lab:<28} {p.first.student:>16} {p.second.student:>16}  {p.first_share:4.0%} / "
                   f"{p.second_share:4.0%} similar")

@@ -56,10 +56,16 @@ def read_roster(path: Path) -> list[Student]:
                            f"ids: lms_user_id,sis_user_id,sis_login_id,section for Canvas, username,idnumber "
                            f"for Moodle), or name it in autograde/term.toml under [roster] file")
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "id" not in rows[0]:
-        raise SettingError(f"{path}: the roster needs an `id` column (the student's folder name) and a row per student")
+        reader = csv.DictReader(fh)
+        rows = list(reader)
     fields = Student.__dataclass_fields__
+    header = [name for name in reader.fieldnames or [] if name]
+    if not rows or "id" not in rows[0]:
+        raise SettingError(f"{path}: the roster needs an `id` column (the student's folder name) and a row per "
+                           f"student; its header reads {header!r} (comma-separated, columns: {', '.join(fields)})")
+    if unknown := [name for name in header if name not in fields]:
+        raise SettingError(f"{path}: unknown column(s) {', '.join(unknown)}; the roster's columns are "
+                           f"{', '.join(fields)} (id is required)")
     return [Student(**{k: (v or "").strip() for k, v in row.items() if k in fields})
             for row in rows if (row.get("id") or "").strip()]
 

@@ -424,8 +424,9 @@ def check_grading(report: Report) -> None:
     named = " and ".join(filter(None, [", ".join(limits[:-1]), limits[-1]])) if limits else ""
     report.add("grading", "sandboxed (bubblewrap" + (f", {named} limits)" if limits else "; limits NOT enforced)")
                if found.bwrap else "UNSANDBOXED: hand-ins would run with the grader's rights")
+    required = bool(os.environ.get("COURSE_SANDBOX_REQUIRED"))  # CI: a missing protection stops the run here
     for what, fix in found.findings():
-        report.warning(what, fix)
+        (report.problem if required else report.warning)(what, fix)
     if not found.bwrap:
         return
     report.add("grading user", sandbox.identity().describe())

@@ -315,3 +315,18 @@ def test_grading_report_names_the_user_and_every_mount():
     assert "/usr" in reads and "/etc/ld.so.cache" in reads and "passwd" in reads
     assert "/.git" not in reads and "/solutions" not in reads
     assert not [f for f in report.findings if f.level == "problem"], report.render()
+
+
+def test_a_missing_protection_is_a_problem_where_the_sandbox_is_required(monkeypatch):
+    """On a grading machine it is a warning; with COURSE_SANDBOX_REQUIRED (CI) `doctor --grading` exits 1."""
+    from autograde import sandbox
+
+    bare = sandbox.Support(bwrap=None, bwrap_problem="bwrap is not installed", cgroups=False,
+                           cgroups_problem="only root can create cgroups", disk=False, disk_problem="")
+    monkeypatch.setattr(sandbox, "support", lambda: bare)
+    for required, code in (("", 0), ("1", 1)):
+        monkeypatch.setenv("COURSE_SANDBOX_REQUIRED", required)
+        report = doctor.Report()
+        doctor.check_grading(report)
+        levels = {f.level for f in report.findings if "UNSANDBOXED" in f.what}
+        assert levels == {"problem" if required else "warning"} and report.exit_code == code, report.render()

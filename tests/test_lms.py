@@ -7,6 +7,7 @@ Moodle https://docs.moodle.org/en/Grade_import.
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 
 import kit
@@ -115,3 +116,12 @@ def test_the_plain_export_shows_no_float_noise(course, tmp_path):
     path = autograde.export(course, tmp_path / "grades.csv")
     row = next(r for r in csv.DictReader(path.open()) if r["student_id"] == "s002" and r["assignment"] == LAB)
     assert (row["late_submission_penalty"], row["score"]) == ("0.3", "2.7"), row
+
+
+@pytest.mark.parametrize("header, says", [("id,name", "unknown column(s) name"),
+                                          ("id;first_name;last_name", "its header reads ['id;first_name;last_name']")])
+def test_a_roster_with_other_columns_is_refused_with_its_header(course, header, says):
+    """A roster whose columns the exporter would misread (a `name` column, semicolons) says what it read."""
+    (course.config_dir / "roster.csv").write_text(f"{header}\n{header.replace('id', 's001', 1)}\n")
+    with pytest.raises(SettingError, match=re.escape(says)):
+        lms.table(course, "canvas")
