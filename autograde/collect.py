@@ -234,7 +234,23 @@ def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, u
         if row["status"] in ("collected", "updated", "unchanged") and (
                 late := term.lateness(course, lab, student, the_term)):
             row["late"] = late.describe()
+    _case_twins(course, rows, {student for _, student in the_term.extensions})
     return rows
+
+
+def _case_twins(course: Course, rows: list[dict], named: set[str]) -> None:
+    """Note on each collected row a student id that differs from another collected one, or from one an extension
+    names, only in case: ids are case-sensitive (an extension for Ivan misses ivan), macOS's and Windows's
+    folders are not (Erin and erin would be one)."""
+    submitted = course.folder("submitted")
+    known = {p.name for p in submitted.iterdir() if p.is_dir()} if submitted.is_dir() else set()
+    for row in rows:
+        if row["status"] not in ("collected", "updated", "unchanged"):
+            continue
+        if twins := sorted(o for o in known | named if o != row["student"] and o.lower() == row["student"].lower()):
+            row["message"] = "; ".join(filter(None, [row["message"], (
+                f"its id differs only in case from {', '.join(twins)} (a hand-in, or an extension in term.toml): "
+                f"ids are case-sensitive, and on macOS and Windows the folders would be one")]))
 
 
 def _collect_one(dest: Path, lab_dir: Path, row: dict, update: bool, when: dt.datetime | None = None) -> None:

@@ -208,7 +208,7 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
         out.truncate(autograde.config.MAX_HANDIN_BYTES + 1)
     # Links, pipes and hard links are refused; the one good hand-in among them is collected all the same.
     nb = kit.read(toy.folder("source") / LAB / f"{LAB}.ipynb")
-    for student in ("cat", "dan", "eve", "fay"):
+    for student in ("cat", "dan", "eve", "fay", "Fay"):
         kit.hand_in(inbox, student, LAB, nb)
     (inbox / "cat" / LAB / "notes.txt").symlink_to(tmp_path / "elsewhere.txt")
     os.mkfifo(inbox / "dan" / LAB / "notes")
@@ -220,8 +220,9 @@ def test_collect_explains_what_it_skips(toy, tmp_path):
     assert rows["cat"]["status"] == "skipped" and "holds symbolic links (notes.txt)" in rows["cat"]["message"]
     assert rows["dan"]["status"] == "skipped" and "neither a file nor a folder (a pipe" in rows["dan"]["message"]
     assert rows["eve"]["status"] == "skipped" and "holds a hard link" in rows["eve"]["message"]
-    assert rows["fay"]["status"] == "collected", rows["fay"]
-    assert sorted(p.name for p in toy.folder("submitted").iterdir()) == ["ari", "fay"]  # ari: an error row later
+    assert rows["fay"]["status"] == rows["Fay"]["status"] == "collected", rows["fay"]
+    assert "differs only in case from Fay" in rows["fay"]["message"] and "from fay" in rows["Fay"]["message"]
+    assert sorted(p.name for p in toy.folder("submitted").iterdir()) == ["Fay", "ari", "fay"]  # ari: an error row later
 
 
 def test_collect_never_copies_what_a_link_swapped_in_during_the_copy_points_to(toy, tmp_path):
