@@ -28,8 +28,12 @@ MAX_MEMBERS = 10_000  # files in one archive (a lab's models have a few dozen)
 ATEN_TARGET = re.compile(r"torch\.ops\.aten\.(\w+)\.\w+")
 OTHER_TARGETS = frozenset({"_operator.getitem", "torch.ops.higher_order.wrap_with_autocast",
                            "torch.ops.higher_order.wrap_with_set_grad_enabled"})
-# aten operators with an effect beyond their output: printing (a forged answer line), reading a file.
+# aten operators with an effect beyond their output: printing (a forged answer line), reading a file; and the
+# indexing ones that skip bounds checks (_unsafe_index, _unsafe_index_put, _unsafe_masked_index...: a read or a
+# write out of bounds in the scorer's memory), which an export of a model does not make (indexing exports as
+# index, interpolation as upsample_*).
 REFUSED_OPERATORS = frozenset({"_print", "from_file"})
+UNCHECKED_OPERATOR = re.compile(r"_unsafe_(masked_)?index\w*")
 # What torch.export.save writes below the archive's one top folder, for a program called "model".
 EXPECTED_FILE = re.compile(
     r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id|models/model\.json"
@@ -125,7 +129,8 @@ def _code_in_program(program: bytes) -> Iterator[str]:
 
 def _allowed(target: str) -> bool:
     aten = ATEN_TARGET.fullmatch(target)
-    return target in OTHER_TARGETS or (aten is not None and aten.group(1) not in REFUSED_OPERATORS)
+    return target in OTHER_TARGETS or (aten is not None and aten.group(1) not in REFUSED_OPERATORS
+                                       and not UNCHECKED_OPERATOR.fullmatch(aten.group(1)))
 
 
 @contextmanager

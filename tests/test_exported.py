@@ -147,6 +147,7 @@ def hostile_archives(tmp_path: Path, marker: Path) -> dict[str, tuple[Path, str]
         "pickled weight": (pickled_weight, "is stored with pickle"),
         "python function": (graph("torch.os.system", [string]), "the graph calls torch.os.system"),
         "printing operator": (graph("torch.ops.aten._print.default", [string]), "calls torch.ops.aten._print"),
+        "unchecked indexing": (graph("torch.ops.aten._unsafe_index_put.default", []), "calls torch.ops.aten._unsafe"),
         "opaque object": (extra, "unexpected file"),
         "entry not stored as a tensor": (renamed_entry, "is stored as custom_obj_0, not as a tensor"),
         "pickled sample inputs": (sample_inputs, "sample inputs that are not plain tensors"),
