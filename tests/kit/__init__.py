@@ -303,8 +303,8 @@ def bad_hand_ins(batch: Batch) -> dict[str, NotebookNode | str]:
 
     Every way a hand-in can go wrong short of the grader's own faults: a crash, an endless loop, a syntax
     error in the last TODO (with every test cell tagged ``skip-when-grading``), deleted and edited tests, a
-    truncated file, hard-coded accuracies, and the attacks under ``tests/fixtures/attacks/`` (vandal, grader patch, memory hog, process bomb,
-    disk filler).
+    truncated file, hard-coded accuracies, and the attacks under ``tests/fixtures/attacks/`` (vandal, who also
+    fills the disk, grader patch, memory hog, process bomb).
     """
     course, source, release = batch.course, batch.source, batch.release
     good = solved(release, source)
@@ -342,10 +342,9 @@ def bad_hand_ins(batch: Batch) -> dict[str, NotebookNode | str]:
         "f_edited_tests": edited,
         "g_truncated": text[: len(text) // 2],
         "h_hardcoded": hardcoded,
-        "i_vandal": insert_before_tests(good, vandal),
+        "i_vandal": insert_before_tests(good, vandal + "\n" + attack("disk_filler")),
         "j_patcher": insert_before_tests(good, attack("grader_patch")),
         "k_memory_hog": insert_before_tests(good, attack("memory_hog")),
         "l_process_bomb": insert_before_tests(good, attack("process_bomb")),
-        "m_disk_filler": insert_before_tests(good, attack("disk_filler")),
         "z_good": good,
     }
