@@ -66,10 +66,7 @@ def problems(path: Path) -> list[str]:
                     found += [f"{config}: {why}" for why in _entry_problems(archive.read(top + config))]
             if top + "models/model.json" not in names:
                 return found + ["no models/model.json"]
-            program = archive.read(top + "models/model.json")
-            found += list(_code_in_program(program))
-            targets = set(_targets(program))
-            found += [f"the graph calls {target}" for target in sorted(targets) if not _allowed(target)]
+            found += _program_problems(archive.read(top + "models/model.json"))
             if top + "data/sample_inputs/model.pt" in names:
                 try:
                     torch.load(io.BytesIO(archive.read(top + "data/sample_inputs/model.pt")), weights_only=True)
@@ -91,40 +88,30 @@ def _entry_problems(config: bytes) -> Iterator[str]:
             yield f"{name} is stored as {str(meta.get('path_name'))[:100]}, not as a tensor"
 
 
-def _targets(program: bytes) -> Iterator[str]:
-    """Every graph node's target, in the main graph and any nested one."""
-    stack = [json.loads(program)]
+def _program_problems(program: bytes) -> list[str]:
+    """What in ``models/model.json`` is more than a plain model's graph, in one walk of it: a node that calls
+    anything but an allowed operator, and strings torch.export.load evaluates as Python (a symbolic shape's
+    expression, parsed by ``sympy.sympify``, i.e. ``eval``; range constraints, the same; guards, which
+    ``.module()`` runs with ``exec``). A model exported with static shapes has none of those strings."""
+    data = json.loads(program)
+    found = []
+    if isinstance(data, dict) and data.get("guards_code"):
+        found.append("guard code in the program")
+    if isinstance(data, dict) and data.get("range_constraints"):
+        found.append("range constraints in the program")
+    targets, symbolic, stack = set(), False, [data]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             if "target" in item:
-                yield str(item["target"])[:200]
+                targets.add(str(item["target"])[:200])
+            symbolic = symbolic or "as_expr" in item or "expr_str" in item
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-
-
-def _code_in_program(program: bytes) -> Iterator[str]:
-    """Strings in the program that torch.export.load evaluates as Python: symbolic shape expressions (parsed by
-    ``sympy.sympify``, i.e. ``eval``), range constraints (the same), guards (``exec`` by ``.module()``). A plain
-    model exported with static shapes has none."""
-    data = json.loads(program)
-    if not isinstance(data, dict):
-        return
-    if data.get("guards_code"):
-        yield "guard code in the program"
-    if data.get("range_constraints"):
-        yield "range constraints in the program"
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if "as_expr" in item or "expr_str" in item:
-                yield "a symbolic shape expression in the program"
-                return
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    if symbolic:
+        found.append("a symbolic shape expression in the program")
+    return found + [f"the graph calls {target}" for target in sorted(targets) if not _allowed(target)]
 
 
 def _allowed(target: str) -> bool:
