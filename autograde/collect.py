@@ -6,7 +6,6 @@ import errno
 import filecmp
 import json
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 from course_utils import leftovers
 
 from .config import MAX_HANDIN_BYTES
-from .course import IGNORED, STUDENT_ID, Course, GradingError
+from .course import ID_CHAR, IGNORED, STUDENT_ID, Course, GradingError
 
 
 def readable(path: Path) -> str | None:
@@ -215,7 +214,7 @@ def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, u
         row = {"student": student, "lab": lab, "status": "collected", "message": "", "late": ""}
         rows.append(row)
         if not STUDENT_ID.match(student):
-            bad = sorted({c for c in student if not re.match(r"[A-Za-z0-9_.@-]", c)} or {student[:1]})
+            bad = sorted({c for c in student if not ID_CHAR.fullmatch(c)} or {student[:1]})
             row.update(status="skipped", message=f"the folder name is a student id: letters, digits and _.@- only "
                                                  f"(not {' '.join(repr(c) for c in bad)}); rename the folder")
             continue

@@ -11,7 +11,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_NAME = "nbgrader_config.py"
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+ID_CHAR = re.compile(r"[A-Za-z0-9_.@-]")  # a character a student id may hold (it is a folder's name)
+STUDENT_ID = re.compile(rf"^[A-Za-z0-9]{ID_CHAR.pattern}*$")
 IGNORED = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc")
 NBGRADER_FOLDERS = ("source", "release", "submitted", "autograded", "feedback")
 
