@@ -177,27 +177,30 @@ def collect(course: Course, folder: Path, *, update: bool = False) -> list[dict]
     return _misplaced(folder) + collect_hand_ins(course, found, update=update)
 
 
+def _row(student: str, lab: str, status: str = "collected", message: str = "") -> dict:
+    """One line of collect's report."""
+    return {"student": student, "lab": lab, "status": status, "message": message, "late": ""}
+
+
 def _misplaced(folder: Path) -> list[dict]:
     """Rows for what ``folder`` holds outside the <student>/<lab>/<lab>.ipynb layout: notebooks at its top,
     notebooks straight in a student's folder, student folders with no lab folder in them."""
     rows = []
     for entry in sorted(folder.iterdir()):
         if entry.suffix == ".ipynb" and not entry.is_dir():
-            rows.append({"student": "?", "lab": entry.stem, "status": "skipped", "late": "",
-                         "message": f"{entry.name} is not in a student's folder: put it in "
-                                    f"<student>/{entry.stem}/{entry.name}"})
+            rows.append(_row("?", entry.stem, "skipped", f"{entry.name} is not in a student's folder: put it in "
+                                                          f"<student>/{entry.stem}/{entry.name}"))
         elif entry.is_dir() and not entry.is_symlink():
             try:
                 if any(p.is_dir() for p in entry.iterdir()):
                     continue
                 loose = sorted(p.name for p in entry.glob("*.ipynb"))
             except OSError as exc:
-                rows.append({"student": entry.name, "lab": "?", "status": "skipped", "late": "",
-                             "message": f"could not be read ({exc.strerror or exc})"})
+                rows.append(_row(entry.name, "?", "skipped", f"could not be read ({exc.strerror or exc})"))
                 continue
             where = (f"holds {', '.join(loose)} directly: put each in {entry.name}/<lab>/<lab>.ipynb" if loose
                      else "holds no lab folder (<lab>/<lab>.ipynb)")
-            rows.append({"student": entry.name, "lab": "?", "status": "skipped", "late": "", "message": where})
+            rows.append(_row(entry.name, "?", "skipped", where))
     return rows
 
 
@@ -211,7 +214,7 @@ def collect_hand_ins(course: Course, hand_ins: list[tuple[str, str, Path]], *, u
 
     the_term = term.load(course)  # due dates: a late hand-in's row says so ("late")
     for student, lab, lab_dir in hand_ins:
-        row = {"student": student, "lab": lab, "status": "collected", "message": "", "late": ""}
+        row = _row(student, lab)
         rows.append(row)
         if not STUDENT_ID.match(student):
             bad = sorted({c for c in student if not ID_CHAR.fullmatch(c)} or {student[:1]})
