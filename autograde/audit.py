@@ -64,6 +64,22 @@ def compare(handed_in: list[dict], retrained: list[dict], checks: dict) -> list[
     return rows
 
 
+def without_weights_warnings(submitted: Path, jobs: list[tuple[str, str]]) -> list[str]:
+    """One line per lab where at least half of the (lab, student) ``jobs`` (two or more) hand in no weights
+    (``weights/*.pt``): graded from their weights, each would lose every accuracy item. So many point at the
+    way the hand-ins were downloaded or collected, not at the students."""
+    lines = []
+    for lab in sorted({lab for lab, _ in jobs}):
+        students = sorted(student for job_lab, student in jobs if job_lab == lab)
+        bare = [s for s in students if not weights_digests(submitted / s / lab)]
+        if len(bare) >= 2 and 2 * len(bare) >= len(students):
+            lines.append(f"{lab}: {len(bare)} of {len(students)} hand-ins carry no weights (weights/*.pt next to "
+                         "the notebook), so each loses every accuracy item. If the students did hand them in, the "
+                         "download or the collection left them out: collect the whole folders again (collect "
+                         "--update); or grade without --handed-in, which re-trains every hand-in")
+    return lines
+
+
 def weights_digests(folder: Path) -> dict[str, str]:
     """``file name -> sha256`` of the handed-in weights in one submission's folder."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((folder / "weights").glob("*.pt"))

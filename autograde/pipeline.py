@@ -23,7 +23,7 @@ from pathlib import Path
 from . import jobs as job_choice
 from course_utils import leftovers
 
-from . import record, sandbox, term
+from . import audit, record, sandbox, term
 from .course import Course
 from .options import Job, RunOptions, default_workers, slots_by_host
 from .worker import Result, grade_task
@@ -70,6 +70,9 @@ def run(course: Course, options: RunOptions, labs: list[str] | None = None, *, s
         log.warning(warning)
     if not options.sandbox and not any("UNSANDBOXED" in w for w in warnings):
         log.warning("UNSANDBOXED: submissions run with the grader's rights")
+    if options.handed_in:  # before the run, which would cost them every accuracy item
+        for warning in audit.without_weights_warnings(options.submitted, [(job.lab, job.student) for job in jobs]):
+            log.warning(warning)
     where = f"the cluster at {scheduler}" if scheduler else f"{workers} process(es)"
     log.info(options.describe(len(jobs), sum(job.audited for job in jobs), where, local=not scheduler))
     results: list[Result] = []

@@ -8,18 +8,20 @@ Prints, on this machine:
   pipelines pay alike and which therefore bounds the whole-epoch ratio (Amdahl's law);
 - the first load of CIFAR-10 from the JPEG mirror into an empty cache, and a later load.
 
-Usage: COURSE_DATA_DIR=../shared/data python benchmarks/bench_data.py
+Usage: COURSE_DATA_DIR=../shared/data python benchmarks/bench_data.py [--train-images N]
+(``--train-images``: time the MNIST epochs on the first N training images instead of all 60,000)
 (run it on an otherwise idle machine, e.g. under ``flock /tmp/coursekit-cpu.lock``).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from course_utils import leftovers
 from course_utils import data, modes, training
@@ -44,16 +46,23 @@ def one_pass(loader) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train-images", type=int, default=None, help="MNIST training images per epoch (default: all)")
+    args = parser.parse_args()
     mirror = modes.data_dir()
     if mirror is None:
         raise SystemExit("set COURSE_DATA_DIR to the offline mirror (the torchvision baseline reads its MNIST files)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
 
-    ours = data.make_loader(data.mnist().train, 64, shuffle=True)
+    train = data.mnist().train
+    count = min(args.train_images or len(train), len(train))
+    ours = data.make_loader(TensorDataset(*(t[:count] for t in train.tensors)), 64, shuffle=True)
     ours_s, ours_acc = one_epoch(ours)
 
     from torchvision import datasets, transforms
-    baseline_ds = datasets.MNIST(str(mirror), train=True, download=False, transform=transforms.ToTensor())
+    baseline_ds = Subset(datasets.MNIST(str(mirror), train=True, download=False, transform=transforms.ToTensor()),
+                         range(count))
+    print(f"MNIST epochs over {count:,} training images")
     baseline = DataLoader(baseline_ds, batch_size=64, shuffle=True)
     base_s, base_acc = one_epoch(baseline)
     print(f"MNIST epoch, course_utils loader : {ours_s:6.2f} s (train acc {ours_acc:.3f})")

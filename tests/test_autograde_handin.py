@@ -49,7 +49,8 @@ def cheating(nb):
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory, grading_cluster) -> kit.Batch:
     """Hand-ins with weights: good, missing, damaged, trained on the test images, and the bad ones of
-    :func:`kit.bad_hand_ins`; graded from their weights, two of them audited. ``extra``: specs, todos."""
+    :func:`kit.bad_hand_ins`; graded from their weights, two of them audited. ``extra``: specs, and blanks
+    (hand-in -> the TODOs it leaves blank)."""
     kit.require_sandbox()
     batch = kit.generated_course(tmp_path_factory.mktemp("handin"), LAB)
     course, source, release = batch.course, batch.source, batch.release
@@ -58,14 +59,15 @@ def batch(tmp_path_factory, grading_cluster) -> kit.Batch:
     good = kit.run_as_student(solved, runs / "good", LAB, "smoke").parent / "weights"
     cheat = kit.run_as_student(cheating(solved), runs / "cheat", LAB, "smoke").parent / "weights"
     mutants = kit.bad_hand_ins(batch)
-    todos = [kit.grade_id(c) for c in release.cells if kit.is_todo(c)]
     hand_ins = {name: (mutants[name], good) for name in ("b_raises", "d_syntax", "g_truncated", "h_hardcoded",
                                                          "j_patcher")}
     hand_ins |= {"a_good": (solved, good), "n_no_weights": (solved, None), "w_bad_weights": (solved, good),
                  "x_cheat": (solved, cheat)}
-    hand_ins |= {f"blank_{todo}": (kit.fill(solved, {todo: next(c.source for c in release.cells
-                                                                 if kit.grade_id(c) == todo)}), good)
-                 for todo in todos}
+    # Every other TODO left blank, in two hand-ins: the test right after each blank one fails whatever came before.
+    released = {kit.grade_id(c): c.source for c in release.cells if kit.is_todo(c)}
+    blanks = {f"blank_{half}": list(released)[half::2] for half in (0, 1)}
+    hand_ins |= {name: (kit.fill(solved, {todo: released[todo] for todo in left}), good)
+                 for name, left in blanks.items()}
     inbox = course.root / "inbox"
     for student, (nb, weights) in hand_ins.items():
         folder = kit.hand_in(inbox, student, LAB, nb).parent
@@ -84,7 +86,7 @@ def batch(tmp_path_factory, grading_cluster) -> kit.Batch:
     results |= {r.student: r for r in autograde.autograde(course, [LAB], students=["a_good", "x_cheat"],
                                                           audit_share=2, **options)}
     batch.results = results
-    batch.extra.update(specs=specs, todos=todos)
+    batch.extra.update(specs=specs, blanks=blanks)
     return batch
 
 
@@ -99,14 +101,17 @@ def test_good_hand_in_keeps_full_marks_and_passes_its_audit(batch):
 
 
 def test_each_blank_todo_still_loses_its_tests(batch):
-    """Good weights do not buy back the code: the test right after each TODO left blank scores 0."""
+    """Good weights do not buy back the code: the test right after each TODO left blank scores 0 (each
+    hand-in leaves every other TODO blank)."""
     cells = batch.release.cells
-    for todo in batch.extra["todos"]:
-        at = next(i for i, c in enumerate(cells) if kit.grade_id(c) == todo)
-        test = next(kit.grade_id(c) for c in cells[at:] if kit.is_test(c))
-        got = batch.scores(f"blank_{todo}")
-        assert got[test][0] == 0, f"blank {todo}: {batch.explain(f'blank_{todo}')}"
-        assert sum(s for s, _ in got.values()) < sum(m for _, m in got.values())
+    assert sorted(todo for left in batch.extra["blanks"].values() for todo in left) == \
+        sorted(kit.grade_id(c) for c in cells if kit.is_todo(c))
+    for student, left in batch.extra["blanks"].items():
+        got = batch.scores(student)
+        for todo in left:
+            at = next(i for i, c in enumerate(cells) if kit.grade_id(c) == todo)
+            test = next(kit.grade_id(c) for c in cells[at:] if kit.is_test(c))
+            assert got[test][0] == 0, f"blank {todo}: {batch.explain(student)}"
 
 
 def test_mutants_lose_what_they_lose_when_re_trained(batch):

@@ -2,8 +2,9 @@
 
 One batch per lab, graded in parallel: the solution pasted into the
 released notebook must earn full marks on every autograded item, the
-untouched release zero, and the lab's alternative implementation
-(tests/fixtures/<lab>/alternative.py) full marks. New labs join by
+untouched release zero, the lab's alternative implementation
+(tests/fixtures/<lab>/alternative.py) full marks, and a hand-in that patches the
+grading helpers no accuracy points (the first lab's is in test_autograde_bad.py). New labs join by
 themselves: they are discovered from solutions/<lab>/<lab>.ipynb, and each
 gets a test class of its own, so pytest-xdist grades the labs on different
 workers.
@@ -21,6 +22,9 @@ import kit
 from kit import REPO
 
 LABS = autograde.Course(REPO).labs()
+# The grader-patching hand-in of every lab but the first: test_autograde_bad's batch grades the first lab's, with
+# more checks (the integrity error in its cells, the "altered" note), and test_autograde_handin grades it again.
+PATCHED_LABS = LABS[1:]
 pytestmark = pytest.mark.slow
 
 
@@ -36,8 +40,9 @@ def grade_lab(lab: str, folder: Path, scheduler: str) -> kit.Batch:
     """Generate, collect and autograde solution / release / patcher / alternative of one lab on ``scheduler``."""
     batch = kit.generated_course(folder, lab)
     good = kit.solved(batch.release, batch.source)
-    hand_ins = {"solution": good, "release": batch.release,
-                "patcher": kit.insert_before_tests(good, kit.attack("grader_patch"))}
+    hand_ins = {"solution": good, "release": batch.release}
+    if lab in PATCHED_LABS:
+        hand_ins["patcher"] = kit.insert_before_tests(good, kit.attack("grader_patch"))
     if alternative_path(lab).is_file():
         hand_ins["alternative"] = kit.fill(batch.release, kit.load_alternative(alternative_path(lab)))
     return kit.grade_batch(batch, hand_ins, scheduler=scheduler)
@@ -79,6 +84,10 @@ class _GradedLab:
         assert results["alternative"].status == "graded", results["alternative"].message
         full_marks(batch, "alternative")
 
+
+class _PatchedLab(_GradedLab):
+    """A lab whose batch also holds the grader-patching hand-in (:data:`PATCHED_LABS`)."""
+
     def test_grader_patching_earns_no_accuracy_points(self, batch):
         """Rebound helpers and no-op optimisers: the in-kernel checks pass, the models are scored outside."""
         results = batch.results
@@ -89,7 +98,8 @@ class _GradedLab:
         assert "scored outside the kernel" in results["patcher"].message, results["patcher"].message
 
 
-LAB_CLASSES = {lab: type(f"TestGraded_{lab}", (_GradedLab,), {"lab": lab, "__doc__": f"{lab}, graded."})
+LAB_CLASSES = {lab: type(f"TestGraded_{lab}", (_PatchedLab if lab in PATCHED_LABS else _GradedLab,),
+                         {"lab": lab, "__doc__": f"{lab}, graded."})
                for lab in LABS}
 globals().update({cls.__name__: cls for cls in LAB_CLASSES.values()})
 

@@ -598,3 +598,24 @@ def test_audit_sample_is_a_share_or_a_count_per_lab():
     assert audit.pick(jobs, 0.1, seed=1) == tenth and not audit.pick(jobs, 0)
     assert audit.differs("accuracy", 0.90, 0.84) and not audit.differs("accuracy", 0.90, 0.86)
     assert audit.differs("reconstruction", 10.0, 7.5) and not audit.differs("reconstruction", 9.0, 7.5)
+
+
+def test_a_lab_where_most_hand_ins_carry_no_weights_is_named_before_a_handed_in_run(tmp_path):
+    """Graded from their weights, hand-ins without any lose every accuracy item: when half of a lab's do, the
+    download is the likelier cause, and the run says so before it grades; one student's forgotten folder is not
+    a warning (their own rows say what it cost)."""
+    from autograde import audit
+
+    def hand_in(student: str, lab: str, weights: bool) -> tuple[str, str]:
+        folder = tmp_path / student / lab
+        (folder / "weights").mkdir(parents=True)
+        (folder / "weights" / ("mlp.pt" if weights else "notes.txt")).write_bytes(b"w")
+        return lab, student
+
+    jobs = [hand_in(f"s{i}", "lab1", weights=i == 0) for i in range(3)]  # 2 of 3 bare (one has only notes.txt)
+    jobs += [hand_in(f"s{i}", "lab2", weights=i != 0) for i in range(3)]  # 1 of 3 bare
+    warned = audit.without_weights_warnings(tmp_path, jobs + [("lab3", "ghost")])  # lab3: one hand-in, none there
+    assert warned == ["lab1: 2 of 3 hand-ins carry no weights (weights/*.pt next to the notebook), so each loses "
+                      "every accuracy item. If the students did hand them in, the download or the collection left "
+                      "them out: collect the whole folders again (collect --update); or grade without --handed-in, "
+                      "which re-trains every hand-in"], warned

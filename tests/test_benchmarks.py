@@ -46,6 +46,7 @@ def test_bench_sandbox_prints_what_the_sandbox_costs():
 def test_bench_data_times_both_loaders_and_the_decoding():
     if not os.environ.get("COURSE_DATA_DIR"):
         pytest.skip("bench_data times the offline mirror: set COURSE_DATA_DIR")
-    out = run("bench_data.py")
+    out = run("bench_data.py", "--train-images", "6000")
+    assert "MNIST epochs over 6,000 training images" in out, out
     assert re.search(r"whole-epoch speed-up: [\d.]+x", out), out
     assert re.search(r"CIFAR-10 first load from the JPEG mirror: +[\d.]+ s", out), out

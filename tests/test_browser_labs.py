@@ -9,9 +9,13 @@ student meets it:
   button reports failing tests.
 - **finished**: the same notebook with the solution code pasted into its TODO
   cells (:func:`kit.solved`). Run All in smoke mode gives
-  no error output and the lab's figures appear as images; Validate reports
-  success, and its dialog shows the kit's verdict (which names the items only the
+  no error output and the lab's figures appear as images. In the first lab, Validate then
+  reports success, and its dialog shows the kit's verdict (which names the items only the
   grader checks) instead of nbgrader's "Success! Your notebook passes all the tests.".
+  Validate runs the whole notebook again, so the other labs leave that second run to the
+  tests without a browser: every lab's visible tests pass in its solution under nbval, its
+  alternative solutions validate whole with the passing verdict (``test_mutants``), and its
+  verdict names its grader-only items (``test_validation``); the dialog is the same for every lab.
 
 One lab's finished notebook is also validated in Notebook 7 (what ``jupyter notebook``
 opens), which shows the same Validate button and must show the same verdict.
@@ -110,8 +114,9 @@ def check_blank(nb: NotebookPage, lab: str) -> None:
     print(f"{lab} blank: seconds per step {nb.timings}")
 
 
-def check_finished(nb: NotebookPage, lab: str) -> None:
-    """The solved notebook: Run All without errors, figures rendered as images; Validate shows the kit's verdict."""
+def check_finished(nb: NotebookPage, lab: str, validate: bool) -> None:
+    """The solved notebook: Run All without errors, figures rendered as images; with ``validate``, Validate
+    shows the kit's verdict."""
     path = write_finished(nb.server.root, lab)
     nb.open(path)
     nb.run_all(RUN_FINISHED_S)
@@ -130,6 +135,9 @@ def check_finished(nb: NotebookPage, lab: str) -> None:
         nb.page.locator(".jp-OutputArea-output[data-mime-type='image/png'] img").first.scroll_into_view_if_needed(
             timeout=ms)
     nb.screenshot(f"{lab}-finished")
+    if not validate:
+        print(f"{lab} finished: seconds per step {nb.timings}")
+        return
 
     kind, text = nb.validate()
     nb.screenshot(f"{lab}-finished-validate")
@@ -150,7 +158,7 @@ class _LabInJupyterLab:
         check_blank(notebook_page, self.lab)
 
     def test_finished_notebook_runs_and_validates(self, notebook_page):
-        check_finished(notebook_page, self.lab)
+        check_finished(notebook_page, self.lab, validate=self.lab == discover_labs()[0])
 
 
 def test_notebook_7_validates_with_the_verdict_too(notebook_page):

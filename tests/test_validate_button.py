@@ -1,6 +1,6 @@
 """The Validate button's verdict (course_utils/validate_button.py): what the server records and serves, and its install.
 
-The browser side (the dialog shows the verdict) is checked for every lab by tests/test_browser_labs.py; here a
+The browser side (the dialog shows the verdict) is checked on the first lab by tests/test_browser_labs.py; here a
 real Jupyter server, started as a student starts it (in a folder with the students' nbgrader_config.py), validates
 small notebooks through nbgrader's own handler and the endpoint answers about the last one.
 """
