@@ -94,10 +94,11 @@ def _program_problems(program: bytes) -> list[str]:
     expression, parsed by ``sympy.sympify``, i.e. ``eval``; range constraints, the same; guards, which
     ``.module()`` runs with ``exec``). A model exported with static shapes has none of those strings."""
     data = json.loads(program)
+    top = data if isinstance(data, dict) else {}
     found = []
-    if isinstance(data, dict) and data.get("guards_code"):
+    if top.get("guards_code"):
         found.append("guard code in the program")
-    if isinstance(data, dict) and data.get("range_constraints"):
+    if top.get("range_constraints"):
         found.append("range constraints in the program")
     targets, symbolic, stack = set(), False, [data]
     while stack:
