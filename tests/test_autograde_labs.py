@@ -2,7 +2,9 @@
 
 One batch per lab, graded in parallel: the solution pasted into the
 released notebook must earn full marks on every autograded item, the
-untouched release zero, the lab's alternative implementation
+untouched release zero (and it runs to its first TODO, where the stub's
+``NotImplementedError`` stops the student: the browser checks this for the first lab only), the lab's
+alternative implementation
 (tests/fixtures/<lab>/alternative.py) full marks, and a hand-in that patches the
 grading helpers no accuracy points (the first lab's is in test_autograde_bad.py). New labs join by
 themselves: they are discovered from solutions/<lab>/<lab>.ipynb, and each
@@ -75,6 +77,23 @@ class _GradedLab:
         assert results["release"].status == "graded", results["release"].message
         scores = batch.scores("release")
         assert all(got == 0 for got, _ in scores.values()), batch.explain("release")
+
+    def test_release_runs_to_its_first_todo(self, batch):
+        """What a student meets first: the released notebook's cells before the first TODO run without an error,
+        and the first error after it is the blank TODO's ``NotImplementedError`` (the graded release ran every cell)."""
+        nb = kit.read(batch.course.folder("autograded") / "release" / batch.lab / f"{batch.lab}.ipynb")
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        todo = next(i for i, c in enumerate(code) if kit.is_todo(c))
+        errors = [(i, o) for i, c in enumerate(code) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        before = [f"code cell {i}: {o.get('ename')}: {o.get('evalue')}"[:300] for i, o in errors if i < todo]
+        assert not before, f"{batch.lab}: cells before the first TODO (code cell {todo}) fail:\n" + "\n".join(before)
+        unrun = [i for i, c in enumerate(code[:todo]) if c.get("execution_count") is None]
+        assert not unrun, f"{batch.lab}: code cells {unrun} before the first TODO did not run"
+        assert errors, f"{batch.lab}: the untouched release raised nothing; its first TODO must fail"
+        first, output = errors[0]
+        assert output.get("ename") == "NotImplementedError", (
+            f"{batch.lab}: the first error after the first TODO (code cell {todo}) should be the stub's "
+            f"NotImplementedError, found {output.get('ename')}: {output.get('evalue')} in code cell {first}")
 
     def test_alternative_implementation_scores_full_marks(self, batch):
         results = batch.results

@@ -1,8 +1,8 @@
 """CONTRIBUTING.md's checklists ("Adding a sixth lab", "Adding a third dataset"): the steps no other test covers.
 
 Each test names the step that was missed. The other steps are checked where they happen:
-tests/test_autograde_labs.py (a lab's grading, alternative solutions, notebooks/ up to date),
-tests/test_data.py (every registered dataset decodes to its record), tests/test_browser_labs.py.
+tests/test_autograde_labs.py (a lab's grading, its release run to the first TODO, alternative solutions,
+notebooks/ up to date), tests/test_data.py (every registered dataset decodes to its record).
 """
 from __future__ import annotations
 

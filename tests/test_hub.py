@@ -224,7 +224,7 @@ def close_all(page):
 
 # --------------------------------------------------------------------------- the test
 
-def test_a_term_on_the_hub(hub_world, browser):  # noqa: F811 (browser: the fixture of test_browser_labs)
+def test_a_term_on_the_hub(hub_world, browser):  # noqa: F811 (browser: the test kit's fixture)
     hub, (a, b), times = hub_world["hub"], hub_world["users"], {}
     start = time.monotonic()
 
