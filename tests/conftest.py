@@ -20,18 +20,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 pytest_plugins = ["kit.plugin"]
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """The files with slow tests first, each in its place (pyproject.toml passes ``--no-loadscope-reorder``).
-
-    pytest-xdist hands whole files (and per-lab classes) to its workers in this order. Its default order,
-    by the number of tests in a file, put the grading batches and the hub, a few long tests each, last,
-    where one of them ran on after the other workers had nothing left; started first, the many short
-    tests fill the gaps at the end instead.
-    """
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)  # stable: the order within each group is kept
-
-
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject.toml): one worker more than this process may use cores.
 

@@ -44,8 +44,6 @@ from kit.browser import (RENDERED_IMAGES_JS, RUN_BLANK_S, RUN_FINISHED_S, LabSer
                          describe_output, discover_labs, errors_in, excerpt, first_todo, scratch_copy, start_server,
                          step, write_finished)
 
-pytestmark = pytest.mark.slow  # whole notebooks in a browser (and tests/conftest.py starts slow files first)
-
 
 # --------------------------------------------------------------------------- fixtures
 
