@@ -1,11 +1,11 @@
 """Every lab in solutions/, graded by real nbgrader into a real gradebook (smoke mode).
 
 One batch per lab, graded in parallel: the solution pasted into the
-released notebook must earn full marks on every autograded item, the
-untouched release zero (and it runs to its first TODO, where the stub's
-``NotImplementedError`` stops the student: the browser checks this for the first lab only), the lab's
-alternative implementation
-(tests/fixtures/<lab>/alternative.py) full marks, and a hand-in that patches the
+released notebook must earn full marks on every autograded item; the
+untouched release zero, and it runs to its first TODO, where the stub's
+``NotImplementedError`` stops the student (JupyterLab shows this for the first
+lab only, test_browser_labs.py); the lab's alternative implementation
+(tests/fixtures/<lab>/alternative.py) full marks; and a hand-in that patches the
 grading helpers no accuracy points (the first lab's is in test_autograde_bad.py). New labs join by
 themselves: they are discovered from solutions/<lab>/<lab>.ipynb, and each
 gets a test class of its own, so pytest-xdist grades the labs on different
